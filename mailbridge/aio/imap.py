@@ -1,0 +1,486 @@
+"""Trio-facing IMAP session over aioimaplib (with `_imapproto`'s linear parsing).
+
+A session is opened with `ImapSession.open(...)` as an async context manager: connect
+(implicit TLS, STARTTLS or plain), greeting, LOGIN, CAPABILITY.  Leaving the block sends
+LOGOUT (shielded, bounded) and closes the socket.  Commands are serialized (never
+pipelined); each first waits on the optional throttle, then runs under the command
+timeout.  Responses come back as raw lines (see `mailbridge.imap.responses` for the
+pure parsers).  Errors are `mailbridge.errors` types; passwords never appear in them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable, Protocol, Sequence
+
+import trio
+from aioimaplib import aioimaplib as _aio
+
+from mailbridge.aio._imapproto import LinearIMAP4
+from mailbridge.aio.loop import call
+from mailbridge.errors import (
+    ImapAuthError,
+    ImapCommandError,
+    ImapConnectError,
+    ImapConnectionLost,
+    ImapError,
+    ImapProtocolError,
+    ImapTimeout,
+    ImapTlsError,
+)
+
+CLEANUP_TIMEOUT = 5.0
+TLS_MODES = ("tls", "starttls", "none")
+
+
+class CommandGate(Protocol):
+    """What a session needs of a throttle."""
+
+    async def acquire(self, cost: int = 1) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ImapEndpoint:
+    """Where and as whom to log in (no password: that is passed to `open` only)."""
+
+    host: str
+    port: int
+    tls: str = "tls"
+    username: str = ""
+    verify_certificate: bool = True
+    ca_file: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.host}:{self.port} ({self.tls})"
+
+
+@dataclass(frozen=True, slots=True)
+class ImapResponse:
+    """A completed command: its status (OK/NO/BAD) and raw response lines."""
+
+    status: str
+    lines: list[bytes | bytearray]
+
+    @property
+    def text(self) -> str:
+        """The tagged completion text (the last line)."""
+        last = self.lines[-1] if self.lines else b""
+        return bytes(last).decode("utf-8", "replace")
+
+
+def quote(value: str) -> str:
+    """An IMAP quoted string for an ASCII argument (mailbox names are modified UTF-7)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _ssl_context(endpoint: ImapEndpoint) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=endpoint.ca_file)
+    if not endpoint.verify_certificate:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _connect_error(endpoint: ImapEndpoint, exc: BaseException) -> ImapError:
+    where = endpoint.describe()
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ImapTlsError(
+            f"TLS certificate of {where} is not trusted ({exc.verify_message}); "
+            "fix the server's certificate, or use --tls none only on a trusted network"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return ImapTlsError(
+            f"TLS handshake with {where} failed ({exc.reason or exc}); check --tls "
+            "(tls for port 993, starttls for 143) and --port"
+        )
+    if isinstance(exc, socket.gaierror):
+        return ImapConnectError(f"unknown host {endpoint.host!r}: check the host name")
+    if isinstance(exc, ConnectionRefusedError):
+        return ImapConnectError(f"connection to {where} refused: check the host and port")
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return ImapConnectError(f"no answer from {where}: check the host, port and firewall")
+    if isinstance(exc, OSError):
+        return ImapConnectError(f"cannot connect to {where}: {exc.strerror or exc}")
+    return ImapConnectError(f"cannot connect to {where}: {exc}")
+
+
+class ImapSession:
+    """One logged-in IMAP connection, used by one task at a time."""
+
+    def __init__(
+        self,
+        client: LinearIMAP4,
+        endpoint: ImapEndpoint,
+        *,
+        timeout: float,
+        gate: CommandGate | None,
+        on_command: Callable[[str], None] | None,
+    ) -> None:
+        self._client = client
+        self._proto = client.protocol
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._gate = gate
+        self._on_command = on_command
+        self._lock = trio.Lock()
+        self.capabilities: frozenset[str] = frozenset()
+        self.enabled: frozenset[str] = frozenset()
+        self.closed = False
+        self._lost: list[BaseException | None] = []
+
+    # --- opening -----------------------------------------------------------------------
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        endpoint: ImapEndpoint,
+        password: str,
+        *,
+        timeout: float = 60.0,
+        connect_timeout: float = 20.0,
+        gate: CommandGate | None = None,
+        on_command: Callable[[str], None] | None = None,
+    ) -> AsyncIterator["ImapSession"]:
+        """A logged-in session for the block; LOGOUT and close on exit (even on cancel).
+
+        Raises ImapConnectError/ImapTlsError (cannot connect), ImapAuthError (LOGIN
+        refused), ImapProtocolError (not an IMAP server).
+        """
+        if endpoint.tls not in TLS_MODES:
+            raise ImapConnectError(f"unknown TLS mode {endpoint.tls!r}: use tls, starttls or none")
+        session = await cls._connect(endpoint, timeout, connect_timeout, gate, on_command)
+        try:
+            await session._login(password)
+            yield session
+        finally:
+            await session.close()
+
+    @classmethod
+    async def _connect(cls, endpoint, timeout, connect_timeout, gate, on_command) -> "ImapSession":
+        context = _ssl_context(endpoint) if endpoint.tls == "tls" else None
+        lost: list[BaseException | None] = []
+
+        async def connect() -> LinearIMAP4:
+            client = LinearIMAP4(endpoint.host, endpoint.port, timeout=timeout, ssl_context=context,
+                                 conn_lost_cb=lambda exc: lost.append(exc))
+            try:
+                await asyncio.wait_for(client.wait_hello_from_server(), connect_timeout)
+            except BaseException:
+                if client.protocol.transport is not None:
+                    client.protocol.transport.abort()
+                raise
+            return client
+
+        try:
+            with trio.fail_after(connect_timeout + 1):
+                client = await call(connect)
+        except trio.TooSlowError:
+            raise _connect_error(endpoint, TimeoutError()) from None
+        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            raise _connect_error(endpoint, exc) from None
+        except _aio.AioImapException as exc:
+            raise ImapProtocolError(f"{endpoint.describe()} did not greet as an IMAP server: {exc}") from None
+        session = cls(client, endpoint, timeout=timeout, gate=gate, on_command=on_command)
+        session._lost = lost
+        session.capabilities = frozenset(c.upper() for c in client.protocol.capabilities)
+        if endpoint.tls == "starttls":
+            try:
+                await session._starttls(connect_timeout)
+            except BaseException:
+                session._abort()
+                raise
+        return session
+
+    async def _starttls(self, connect_timeout: float) -> None:
+        if "STARTTLS" not in self.capabilities:
+            raise ImapTlsError(
+                f"{self.endpoint.describe()} does not offer STARTTLS; use --tls tls (port 993)"
+            )
+        response = await self._run("STARTTLS")
+        if response.status != "OK":
+            raise ImapTlsError(f"{self.endpoint.describe()} refused STARTTLS: {response.text}")
+        context = _ssl_context(self.endpoint)
+        proto = self._proto
+
+        async def upgrade() -> None:
+            loop = asyncio.get_running_loop()
+            transport = await loop.start_tls(proto.transport, proto, context,
+                                             server_hostname=self.endpoint.host)
+            proto.transport = transport
+
+        try:
+            with trio.fail_after(connect_timeout):
+                await call(upgrade)
+        except trio.TooSlowError:
+            raise ImapTlsError(f"TLS handshake with {self.endpoint.describe()} timed out") from None
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            raise _connect_error(self.endpoint, exc) from None
+        await self.refresh_capabilities()
+
+    async def _login(self, password: str) -> None:
+        if "LOGINDISABLED" in self.capabilities:
+            raise ImapAuthError(
+                f"{self.endpoint.describe()} refuses LOGIN on this connection (LOGINDISABLED); "
+                "use --tls tls or --tls starttls"
+            )
+        await self._before("LOGIN")
+        try:
+            with trio.fail_after(self.timeout):
+                response = await call(self._proto.login, self.endpoint.username, password)
+        except trio.TooSlowError:
+            raise ImapTimeout(f"LOGIN to {self.endpoint.describe()} got no answer in {self.timeout:g} s") from None
+        except (OSError, _aio.AioImapException, asyncio.TimeoutError) as exc:
+            raise ImapConnectionLost(f"connection to {self.endpoint.describe()} lost during LOGIN: {type(exc).__name__}") from None
+        if response.result != "OK":
+            detail = bytes(response.lines[-1]).decode("utf-8", "replace") if response.lines else ""
+            detail = detail.replace(password, "***") if password else detail
+            raise ImapAuthError(
+                f"authentication failed for {self.endpoint.username!r} at {self.endpoint.describe()}: {detail}"
+            )
+        if any(b"CAPABILITY" in bytes(line) for line in response.lines):
+            caps = set(self._proto.capabilities)
+        else:
+            caps = None
+        if caps is None or not {"IMAP4REV1", "IMAP4rev1"} & caps:
+            await self.refresh_capabilities()
+        else:
+            self.capabilities = frozenset(c.upper() for c in caps)
+
+    # --- commands ----------------------------------------------------------------------
+
+    async def _before(self, name: str) -> None:
+        if self._gate is not None:
+            await self._gate.acquire()
+        if self._on_command is not None:
+            self._on_command(name)
+
+    def _check_alive(self) -> None:
+        if self.closed or self._lost or self._proto.transport is None or self._proto.transport.is_closing():
+            raise ImapConnectionLost(f"connection to {self.endpoint.describe()} is closed")
+
+    async def _run(self, name: str, *args: str, prefix: str = "", timeout: float | None = None,
+                   untagged: str | None = None) -> ImapResponse:
+        async with self._lock:
+            self._check_alive()
+            await self._before(f"{prefix} {name}".strip())
+            limit = self.timeout if timeout is None else timeout
+            try:
+                with trio.fail_after(limit):
+                    response = await call(self._proto.run, name, *args, prefix=prefix,
+                                          untagged_resp_name=untagged)
+            except trio.TooSlowError:
+                self._abort()
+                raise ImapTimeout(f"{prefix} {name} got no answer from {self.endpoint.describe()} in {limit:g} s".strip()) from None
+            except (OSError, asyncio.TimeoutError, _aio.CommandTimeout) as exc:
+                self._abort()
+                raise ImapConnectionLost(f"connection to {self.endpoint.describe()} lost during {name}: {type(exc).__name__}") from None
+            except _aio.AioImapException as exc:
+                self._abort()
+                raise ImapProtocolError(f"{name} failed at {self.endpoint.describe()}: {exc}") from None
+            return ImapResponse(response.result, list(response.lines))
+
+    async def command(self, name: str, *args: str, prefix: str = "", timeout: float | None = None,
+                      untagged: str | None = None, check: bool = True) -> ImapResponse:
+        """Run a command; with `check`, NO/BAD raises ImapCommandError."""
+        response = await self._run(name, *args, prefix=prefix, timeout=timeout, untagged=untagged)
+        if check and response.status != "OK":
+            self._raise_for(name, response)
+        return response
+
+    def _raise_for(self, name: str, response: ImapResponse) -> None:
+        raise ImapCommandError(f"{name} failed: {response.status} {response.text}", name, response.status)
+
+    async def refresh_capabilities(self) -> frozenset[str]:
+        """Ask CAPABILITY again (after STARTTLS or LOGIN)."""
+        response = await self.command("CAPABILITY")
+        caps: set[str] = set()
+        for line in response.lines[:-1]:
+            line = bytes(line)
+            if line.upper().startswith(b"CAPABILITY"):
+                caps.update(line.decode("ascii", "replace").split()[1:])
+        if not caps:
+            raise ImapProtocolError(f"{self.endpoint.describe()} sent no CAPABILITY")
+        self.capabilities = frozenset(c.upper() for c in caps)
+        self._proto.capabilities = set(caps)
+        return self.capabilities
+
+    def has(self, capability: str) -> bool:
+        return capability.upper() in self.capabilities
+
+    async def enable(self, *capabilities: str) -> frozenset[str]:
+        """ENABLE what the server offers of `capabilities`; returns what got enabled."""
+        wanted = [c for c in capabilities if self.has(c)]
+        if not wanted or not self.has("ENABLE"):
+            return self.enabled
+        response = await self.command("ENABLE", *wanted, check=False)
+        got: set[str] = set(self.enabled)
+        for line in response.lines[:-1]:
+            line = bytes(line)
+            if line.upper().startswith(b"ENABLED"):
+                got.update(c.upper() for c in line.decode("ascii", "replace").split()[1:])
+        self.enabled = frozenset(got)
+        return self.enabled
+
+    async def list(self, reference: str = "", pattern: str = "*") -> ImapResponse:
+        """LIST (with RETURN (SPECIAL-USE) when offered)."""
+        args = [quote(reference), quote(pattern)]
+        if self.has("SPECIAL-USE") and self.has("LIST-EXTENDED"):
+            args.append("RETURN (SPECIAL-USE)")
+        return await self.command("LIST", *args)
+
+    async def select(self, raw_name: str, *, readonly: bool = False,
+                     qresync: tuple[int, int] | None = None, condstore: bool = False) -> ImapResponse:
+        """SELECT (or EXAMINE) a mailbox by its raw (modified UTF-7) name.
+
+        `qresync=(uidvalidity, modseq)` asks for VANISHED (EARLIER) since that modseq.
+        """
+        name = "EXAMINE" if readonly else "SELECT"
+        args = [quote(raw_name)]
+        if qresync is not None and "QRESYNC" in self.enabled:
+            args.append(f"(QRESYNC ({qresync[0]} {qresync[1]}))")
+        elif condstore and self.has("CONDSTORE"):
+            args.append("(CONDSTORE)")
+        response = await self.command(name, *args, check=False)
+        if response.status == "OK":
+            self._proto.state = _aio.SELECTED
+        else:
+            self._raise_for(name, response)
+        return response
+
+    async def unselect(self) -> None:
+        """Leave the selected mailbox without expunging (UNSELECT, else CLOSE on EXAMINE)."""
+        if self.has("UNSELECT"):
+            await self.command("UNSELECT", check=False)
+            self._proto.state = _aio.AUTH
+
+    async def status(self, raw_name: str, items: Sequence[str]) -> ImapResponse:
+        return await self.command("STATUS", quote(raw_name), "(" + " ".join(items) + ")")
+
+    async def uid_fetch(self, uid_set: str, items: str, *, modifiers: str = "",
+                        timeout: float | None = None) -> ImapResponse:
+        """UID FETCH `uid_set` `items` [modifiers], e.g. ``(CHANGEDSINCE 5 VANISHED)``."""
+        parts = f"{items} {modifiers}".strip()
+        return await self.command("FETCH", uid_set, parts, prefix="UID", timeout=timeout)
+
+    async def uid_search(self, criteria: str, *, timeout: float | None = None) -> ImapResponse:
+        return await self.command("SEARCH", criteria, prefix="UID", timeout=timeout)
+
+    async def noop(self) -> ImapResponse:
+        return await self.command("NOOP")
+
+    def take_unsolicited(self) -> list[bytes]:
+        """Untagged responses received outside any command since the last call."""
+        lines = list(self._proto.unsolicited)
+        self._proto.unsolicited.clear()
+        return lines
+
+    # --- IDLE --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def idle(self) -> AsyncIterator["IdleStream"]:
+        """IDLE for the block; `IdleStream.next_push()` waits for server pushes.
+
+        Leaving the block sends DONE and waits (bounded, shielded) for the completion.
+        """
+        if not self.has("IDLE"):
+            raise ImapCommandError(f"{self.endpoint.describe()} does not support IDLE", "IDLE", "NO")
+        async with self._lock:
+            self._check_alive()
+            await self._before("IDLE")
+            proto = self._proto
+            holder: dict[str, asyncio.Future] = {}
+
+            async def start() -> None:
+                proto._idle_event.clear()
+                task = asyncio.ensure_future(proto.idle())
+                holder["task"] = task
+                ack = asyncio.ensure_future(proto.wait_for_idle_response())
+                await asyncio.wait({task, ack}, return_when=asyncio.FIRST_COMPLETED)
+                if not proto.has_pending_idle_command():
+                    ack.cancel()
+                    raise _aio.Abort("server refused IDLE")
+
+            try:
+                with trio.fail_after(self.timeout):
+                    await call(start)
+            except trio.TooSlowError:
+                self._abort()
+                raise ImapTimeout("IDLE was not acknowledged") from None
+            except (_aio.AioImapException, OSError) as exc:
+                self._abort()
+                raise ImapCommandError(f"IDLE failed: {exc}", "IDLE", "NO") from None
+            stream = IdleStream(self)
+            try:
+                yield stream
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._finish_idle(holder.get("task"))
+
+    async def _finish_idle(self, task: asyncio.Future | None) -> None:
+        proto = self._proto
+
+        async def done() -> None:
+            if proto.has_pending_idle_command():
+                proto.idle_done()
+            if task is not None:
+                await task
+
+        try:
+            with trio.fail_after(CLEANUP_TIMEOUT):
+                await call(done)
+        except (trio.TooSlowError, Exception):
+            self._abort()
+        # pushes that arrived between the last read and DONE stay queued for the caller
+        # of the next idle; drop them here since a cycle follows anyway.
+        while not proto.idle_queue.empty():
+            proto.idle_queue.get_nowait()
+
+    # --- closing -----------------------------------------------------------------------
+
+    def _abort(self) -> None:
+        self.closed = True
+        transport = self._proto.transport
+        if transport is not None:
+            transport.abort()
+
+    async def close(self) -> None:
+        """LOGOUT (bounded, shielded) and close the socket; safe to call twice."""
+        if self.closed:
+            return
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(CLEANUP_TIMEOUT):
+                try:
+                    if not self._lost and self._proto.state != _aio.LOGOUT:
+                        await call(self._proto.logout)
+                except Exception:
+                    pass
+            self._abort()
+
+
+class IdleStream:
+    """Server pushes during one IDLE."""
+
+    def __init__(self, session: ImapSession) -> None:
+        self._session = session
+
+    async def next_push(self) -> list[bytes]:
+        """The next batch of untagged lines (EXISTS, EXPUNGE, FETCH, VANISHED).
+
+        Cancellable; raises ImapConnectionLost if the connection drops.
+        """
+        proto = self._session._proto
+
+        async def get() -> list[bytes]:
+            return await proto.idle_queue.get()
+
+        while True:
+            if self._session._lost:
+                raise ImapConnectionLost("connection lost during IDLE")
+            with trio.move_on_after(5):
+                lines = await call(get)
+                return [bytes(line) for line in lines if line != b"stop_wait_server_push"]

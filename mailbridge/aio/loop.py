@@ -1,0 +1,33 @@
+"""The asyncio loop that lives inside trio (trio-asyncio), and the bridge call."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+
+import trio
+import trio_asyncio
+
+T = TypeVar("T")
+
+
+@asynccontextmanager
+async def open_loop() -> AsyncIterator[None]:
+    """Open the asyncio loop the seam's calls run on, for the enclosed block."""
+    async with trio_asyncio.open_loop():
+        yield
+
+
+def run(async_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """`trio.run(async_fn, *args)` with the asyncio loop open around it."""
+
+    async def _main() -> T:
+        async with trio_asyncio.open_loop():
+            return await async_fn(*args)
+
+    return trio.run(_main)
+
+
+async def call(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    """Await an asyncio coroutine function from trio; trio cancellation cancels it."""
+    return await trio_asyncio.aio_as_trio(fn)(*args, **kwargs)

@@ -1,0 +1,361 @@
+"""The `mailbridge` command line.
+
+Exit codes: 0 success; 1 the operation failed (wrong password, unreachable host, drift
+found, ...); 2 bad configuration or usage.  Errors are one line on stderr, never a
+traceback (set MAILBRIDGE_LOG_LEVEL=debug to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from mailbridge import __version__
+from mailbridge.config import Settings, load_settings
+from mailbridge.errors import (
+    AccountLimitReached,
+    AccountNotFound,
+    ConfigError,
+    DatabaseUnavailable,
+    ImapError,
+    InvalidInput,
+    MailbridgeError,
+    MigrationError,
+)
+
+log = logging.getLogger("mailbridge")
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    settings: Settings
+    dsn: str
+
+
+class UsageError(MailbridgeError):
+    """Wrong command-line use (exit 2)."""
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+async def cmd_migrate(ctx: Context, args: argparse.Namespace) -> int:
+    from mailbridge.store.migrations import migrate
+
+    applied = await migrate(ctx.dsn)
+    if not applied:
+        print("schema is up to date; nothing to apply")
+    for m in applied:
+        print(f"applied {m.version:04d}_{m.name}")
+    return 0
+
+
+async def cmd_preflight(ctx: Context, args: argparse.Namespace) -> int:
+    from mailbridge.preflight import run_preflight
+
+    checks = await run_preflight(ctx.settings, ctx.dsn, production=args.production)
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<15} {check.detail}")
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def _prompt(label: str, default: str | None = None) -> str:
+    suffix = f" [{default}]" if default else ""
+    value = input(f"{label}{suffix}: ").strip()
+    return value or (default or "")
+
+
+def _read_password(args: argparse.Namespace, interactive: bool) -> str:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        return line.rstrip("\r\n")
+    if interactive:
+        return getpass.getpass("IMAP password (hidden): ")
+    raise UsageError("no password given: pass --password-stdin and write it to standard input")
+
+
+async def cmd_accounts_add(ctx: Context, args: argparse.Namespace) -> int:
+    from mailbridge.accountops import DEFAULT_PORTS, add_account, validate
+    from mailbridge.aio.db import Database
+
+    fields: dict[str, Any] = {
+        "email": args.email, "host": args.host, "port": args.port, "tls": args.tls,
+        "username": args.username, "verify_certificate": not args.insecure_skip_verify,
+    }
+    interactive = sys.stdin.isatty() and not args.password_stdin
+    if interactive:
+        fields["email"] = fields["email"] or _prompt("Email address")
+        fields["host"] = fields["host"] or _prompt("IMAP host", _guess_host(fields["email"]))
+        fields["tls"] = fields["tls"] or _prompt("TLS (tls, starttls, none)", "tls")
+        fields["port"] = fields["port"] or _prompt("IMAP port", str(DEFAULT_PORTS.get(fields["tls"], 993)))
+        fields["username"] = fields["username"] or _prompt("IMAP username", fields["email"])
+    else:
+        missing = [f"--{k}" for k in ("email", "host") if not fields[k]]
+        if missing:
+            raise UsageError(f"missing {', '.join(missing)} (or run `mailbridge accounts add` on a terminal)")
+    new = validate(fields)
+    password = _read_password(args, interactive)
+    print(f"testing login to {new.imap_host}:{new.imap_port} ({new.imap_tls}) as {new.imap_username} ...",
+          flush=True)
+    async with Database.connect(ctx.dsn, max_size=2) as db:
+        account_id = await add_account(db, ctx.settings, new, password)
+    print(f"login ok; added account {account_id} ({new.email})")
+    print(account_id)
+    return 0
+
+
+def _guess_host(email: str) -> str | None:
+    domain = email.partition("@")[2].lower()
+    known = {"gmail.com": "imap.gmail.com", "googlemail.com": "imap.gmail.com",
+             "outlook.com": "outlook.office365.com", "hotmail.com": "outlook.office365.com",
+             "yahoo.com": "imap.mail.yahoo.com", "icloud.com": "imap.mail.me.com",
+             "fastmail.com": "imap.fastmail.com"}
+    return known.get(domain) or (f"imap.{domain}" if domain else None)
+
+
+async def cmd_accounts_list(ctx: Context, args: argparse.Namespace) -> int:
+    from mailbridge.aio.db import Database
+    from mailbridge.store import accounts as account_store
+
+    async with Database.connect(ctx.dsn, max_size=2) as db:
+        accounts = await account_store.list_all(db)
+    if args.json:
+        print(json.dumps([a.to_json() for a in accounts], indent=2))
+        return 0
+    if not accounts:
+        print("no accounts yet: add one with `mailbridge accounts add`")
+        return 0
+    print(f"{'ID':>4}  {'EMAIL':<32} {'SERVER':<32} {'HEALTH':<12} {'OWNER':<20} REASON")
+    for a in accounts:
+        server = f"{a.imap_host}:{a.imap_port}/{a.imap_tls}"
+        health = a.health if a.enabled else "disabled"
+        print(f"{a.id:>4}  {a.email:<32} {server:<32} {health:<12} {a.owner or '-':<20} {a.health_reason or ''}")
+    return 0
+
+
+async def cmd_accounts_show(ctx: Context, args: argparse.Namespace) -> int:
+    from mailbridge.aio.db import Database
+    from mailbridge.store import accounts as account_store
+
+    async with Database.connect(ctx.dsn, max_size=2) as db:
+        account = await account_store.get(db, args.id)
+        folders = await db.fetch(
+            """SELECT name, special_use, excluded, is_priority, parked, parked_reason, uidvalidity,
+                      initial_sync_complete, message_count, server_message_count, last_synced_at,
+                      exists_on_server
+               FROM folders WHERE account_id = $1 ORDER BY is_priority DESC, name""", args.id)
+    if args.json:
+        out = account.to_json()
+        out["folders"] = [
+            {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in dict(f).items()} for f in folders
+        ]
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"account {account.id}: {account.email}")
+    print(f"  server   {account.imap_host}:{account.imap_port} ({account.imap_tls}) as {account.imap_username}")
+    print(f"  health   {account.health if account.enabled else 'disabled'}"
+          f"{' - ' + account.health_reason if account.health_reason else ''}")
+    print(f"  owner    {account.owner or '-'} (heartbeat {account.heartbeat_at or '-'})")
+    if not folders:
+        print("  folders  none discovered yet")
+    for f in folders:
+        state = "excluded" if f["excluded"] else "parked" if f["parked"] else (
+            "synced" if f["initial_sync_complete"] else "initial sync")
+        if not f["exists_on_server"]:
+            state = "gone from server"
+        count = f"{f['message_count']}/{f['server_message_count'] if f['server_message_count'] is not None else '?'}"
+        mark = "*" if f["is_priority"] else " "
+        print(f"  {mark} {f['name']:<40} {state:<14} {count:>14}  last sync {f['last_synced_at'] or '-'}")
+    return 0
+
+
+async def cmd_accounts_remove(ctx: Context, args: argparse.Namespace) -> int:
+    from mailbridge.aio.db import Database
+    from mailbridge.store import accounts as account_store
+
+    async with Database.connect(ctx.dsn, max_size=2) as db:
+        account = await account_store.get(db, args.id)
+        await account_store.delete(db, args.id)
+    print(f"removed account {account.id} ({account.email}) and its mirrored messages")
+    return 0
+
+
+async def cmd_accounts_test(ctx: Context, args: argparse.Namespace) -> int:
+    from mailbridge.accountops import endpoint_of, test_login
+    from mailbridge.aio.db import Database
+    from mailbridge.secrets import Cipher
+    from mailbridge.store import accounts as account_store
+
+    async with Database.connect(ctx.dsn, max_size=2) as db:
+        account = await account_store.get(db, args.id)
+        token = await account_store.get_password_encrypted(db, args.id)
+    password = Cipher(ctx.settings.require_keys()).decrypt(token)
+    endpoint = endpoint_of(account)
+    print(f"testing login to {endpoint.describe()} as {account.imap_username} ...", flush=True)
+    report = await test_login(endpoint, password, ctx.settings)
+    wanted = ("IDLE", "CONDSTORE", "QRESYNC", "SPECIAL-USE", "MOVE", "UIDPLUS")
+    offered = [c for c in wanted if c in report.capabilities]
+    print(f"login ok; server offers {', '.join(offered) or 'none of ' + ', '.join(wanted)}")
+    return 0
+
+
+async def cmd_accounts_reset(ctx: Context, args: argparse.Namespace) -> int:
+    from mailbridge.aio.db import Database
+    from mailbridge.store import accounts as account_store
+    from mailbridge.store import folders as folder_store
+
+    async with Database.connect(ctx.dsn, max_size=2) as db:
+        await account_store.get(db, args.id)
+        n = await folder_store.reset_sync_state(db, args.id, args.folder)
+    what = f"folder {args.folder!r}" if args.folder else f"{n} folder(s)"
+    if args.folder and n == 0:
+        raise InvalidInput(f"account {args.id} has no folder named {args.folder!r}: see `mailbridge accounts show {args.id}`")
+    print(f"forgot the sync state of {what} of account {args.id}; the next cycle re-syncs")
+    return 0
+
+
+async def cmd_keys_rotate(ctx: Context, args: argparse.Namespace) -> int:
+    from mailbridge.accountops import rotate_keys
+    from mailbridge.aio.db import Database
+
+    async with Database.connect(ctx.dsn, max_size=2) as db:
+        n = await rotate_keys(db, ctx.settings)
+    print(f"re-encrypted {n} password(s) under the newest key; older keys can now be removed "
+          "from MAILBRIDGE_ENCRYPTION_KEY")
+    return 0
+
+
+async def cmd_keys_generate(ctx: Context, args: argparse.Namespace) -> int:
+    from mailbridge.secrets import generate_key
+
+    print(generate_key())
+    return 0
+
+
+# --- wiring ---------------------------------------------------------------------------
+
+Handler = Callable[[Context, argparse.Namespace], Awaitable[int]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailbridge",
+        description="Mirror email metadata from IMAP into Postgres and keep it true.",
+    )
+    parser.add_argument("--version", action="version", version=f"mailbridge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def command(name: str, handler: Handler | None, help: str, parent=sub, **kw) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help, description=help, **kw)
+        p.set_defaults(handler=handler, needs_db=True)
+        return p
+
+    from mailbridge import runtime  # serve, sync, verify, demo live in the composition root
+
+    p = command("serve", runtime.cmd_serve, "run the sync engine and the HTTP API in one process")
+    p.add_argument("--bind", metavar="HOST:PORT", help="listen address (default 127.0.0.1:$PORT or 8025)")
+    command("migrate", cmd_migrate, "apply pending database migrations")
+    p = command("preflight", cmd_preflight, "check environment, database, schema, locks and accounts")
+    p.add_argument("--production", action="store_true", help="also require at least one account")
+
+    accounts = sub.add_parser("accounts", help="add, list, show, test, reset and remove accounts",
+                              description="manage IMAP accounts")
+    acc = accounts.add_subparsers(dest="accounts_command", metavar="ACTION")
+    acc.required = True
+    p = command("add", cmd_accounts_add, "add an account (tests the login before saving; prints the new id last)", acc)
+    p.add_argument("--email")
+    p.add_argument("--host", help="IMAP server host name")
+    p.add_argument("--port", type=int, help="IMAP port (default 993 for tls, 143 otherwise)")
+    p.add_argument("--tls", choices=("tls", "starttls", "none"), help="transport security (default tls)")
+    p.add_argument("--username", help="login name (default: the email address)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--insecure-skip-verify", action="store_true",
+                   help="do not verify the server's TLS certificate (self-signed test servers only)")
+    p = command("list", cmd_accounts_list, "list accounts with their health", acc)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = command("show", cmd_accounts_show, "show an account's per-folder sync state, owner and health", acc)
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = command("remove", cmd_accounts_remove, "remove an account and its mirrored messages", acc)
+    p.add_argument("id", type=int)
+    p = command("test", cmd_accounts_test, "test an account's login", acc)
+    p.add_argument("id", type=int)
+    p = command("reset", cmd_accounts_reset, "forget sync state so the next cycle re-syncs", acc)
+    p.add_argument("id", type=int)
+    p.add_argument("--folder", metavar="NAME", help="only this folder")
+
+    keys = sub.add_parser("keys", help="manage the credential encryption keys", description="encryption keys")
+    ks = keys.add_subparsers(dest="keys_command", metavar="ACTION")
+    ks.required = True
+    command("rotate", cmd_keys_rotate,
+            "re-encrypt every password under the newest key (MAILBRIDGE_ENCRYPTION_KEY=new,old)", ks)
+    p = command("generate", cmd_keys_generate, "print a new encryption key", ks)
+    p.set_defaults(needs_db=False)
+
+    p = command("sync", runtime.cmd_sync, "bring every folder fully up to date, then exit")
+    p.add_argument("--once", action="store_true", required=True, help="one full pass, then exit")
+    p.add_argument("--account", type=int, metavar="ID", help="only this account")
+    p = command("verify", runtime.cmd_verify, "compare the mirror with the server; exit 1 on drift")
+    p.add_argument("id", type=int)
+    p = command("demo", runtime.cmd_demo, "a throwaway local mailbox synced into the embedded database")
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # libraries below the seam log protocol bytes at debug level; keep them quiet
+    for name in ("aioimaplib", "aioimaplib.aioimaplib", "asyncio", "trio-asyncio", "pgserver", "hypercorn.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"mailbridge: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    _setup_logging(settings.log_level)
+    try:
+        dsn = ""
+        if getattr(args, "needs_db", True):
+            dsn = settings.database_url or _embedded_dsn(settings)
+        ctx = Context(settings=settings, dsn=dsn)
+        from mailbridge.aio import run
+
+        return run(args.handler, ctx, args)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except (ConfigError, UsageError) as exc:
+        return _fail(str(exc), 2)
+    except (ImapError, InvalidInput, AccountNotFound, AccountLimitReached, MigrationError,
+            DatabaseUnavailable, MailbridgeError) as exc:
+        if settings.log_level == "debug":
+            log.exception("command failed")
+        return _fail(str(exc), 1)
+
+
+def _embedded_dsn(settings: Settings) -> str:
+    from mailbridge.embedded import start_embedded
+
+    return start_embedded(settings.home)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""Settings from the environment, validated once at start.
+
+`TUNABLES` is the one table of knobs with the seed's defaults; `.env.example` and the
+README's configuration table are checked against it by a test.  A missing or malformed
+value raises `ConfigError` with one line naming the variable and the fix; the command
+line turns that into exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+from urllib.parse import urlsplit
+
+from mailbridge.errors import ConfigError
+
+FERNET_KEY_HINT = (
+    "generate one with: python -c 'from cryptography.fernet import Fernet; "
+    "print(Fernet.generate_key().decode())'"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Tunable:
+    """One environment knob: its variable, type, default and meaning."""
+
+    env: str
+    attr: str
+    kind: type
+    default: object
+    help: str
+    minimum: float | None = None
+
+
+TUNABLES: tuple[Tunable, ...] = (
+    Tunable("MAILBRIDGE_MAX_ACCOUNTS", "max_accounts", int, 20, "accounts synced at most (oldest first)", 1),
+    Tunable("MAILBRIDGE_POLL_SECONDS", "poll_seconds", float, 60.0, "seconds between sync cycles", 0.1),
+    Tunable("MAILBRIDGE_FOLDERS_PER_TICK", "folders_per_tick", int, 5, "non-priority folders synced per cycle (round robin)", 1),
+    Tunable("MAILBRIDGE_FLAG_SCAN_HOURS", "flag_scan_hours", float, 6.0, "hours between flag scans of a non-priority folder", 0),
+    Tunable("MAILBRIDGE_FLAG_SCANS_PER_TICK", "flag_scans_per_tick", int, 2, "non-priority flag scans per cycle", 0),
+    Tunable("MAILBRIDGE_RECONCILE_HOURS", "reconcile_hours", float, 6.0, "hours between delete reconciles of a folder", 0),
+    Tunable("MAILBRIDGE_RECONCILE_JITTER_MINUTES", "reconcile_jitter_minutes", float, 15.0, "random extra delay for reconciles", 0),
+    Tunable("MAILBRIDGE_COMMANDS_PER_MINUTE", "commands_per_minute", int, 200, "IMAP commands per minute per account", 1),
+    Tunable("MAILBRIDGE_UIDVALIDITY_RESET_LIMIT", "uidvalidity_reset_limit", int, 3, "UIDVALIDITY resets per folder in 24 h before it is parked", 1),
+    Tunable("MAILBRIDGE_BATCH_SIZE", "batch_size", int, 1000, "UIDs fetched per batch", 1),
+    Tunable("MAILBRIDGE_IMAP_TIMEOUT", "imap_timeout", float, 60.0, "seconds an IMAP command may take", 1),
+    Tunable("MAILBRIDGE_CONNECT_TIMEOUT", "connect_timeout", float, 20.0, "seconds to connect and greet", 1),
+    Tunable("MAILBRIDGE_IDLE_SECONDS", "idle_seconds", float, 1500.0, "seconds before IDLE is re-issued", 1),
+    Tunable("MAILBRIDGE_RETENTION_DAYS", "retention_days", int, None, "keep only messages newer than this many days (unset: all)", 1),
+    Tunable("MAILBRIDGE_BODY_MAX_BYTES", "body_max_bytes", int, 26_214_400, "largest message body served by the API", 1),
+    Tunable("MAILBRIDGE_LOG_LEVEL", "log_level", str, "info", "debug, info, warning or error"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything mailbridge reads from its environment."""
+
+    database_url: str | None
+    home: Path
+    encryption_keys: tuple[str, ...]
+    api_token: str | None
+    port: int | None
+    max_accounts: int = 20
+    poll_seconds: float = 60.0
+    folders_per_tick: int = 5
+    flag_scan_hours: float = 6.0
+    flag_scans_per_tick: int = 2
+    reconcile_hours: float = 6.0
+    reconcile_jitter_minutes: float = 15.0
+    commands_per_minute: int = 200
+    uidvalidity_reset_limit: int = 3
+    batch_size: int = 1000
+    imap_timeout: float = 60.0
+    connect_timeout: float = 20.0
+    idle_seconds: float = 1500.0
+    retention_days: int | None = None
+    body_max_bytes: int = 26_214_400
+    log_level: str = "info"
+    key_source: str = field(default="env")
+
+    @property
+    def embedded(self) -> bool:
+        """True when no DATABASE_URL is given and the embedded Postgres is used."""
+        return self.database_url is None
+
+    def require_keys(self) -> tuple[str, ...]:
+        """The Fernet keys, newest first; ConfigError when none is configured."""
+        if not self.encryption_keys:
+            raise ConfigError(
+                "MAILBRIDGE_ENCRYPTION_KEY is not set: it encrypts stored IMAP passwords; "
+                + FERNET_KEY_HINT
+            )
+        return self.encryption_keys
+
+
+def _parse_value(tunable: Tunable, raw: str) -> object:
+    raw = raw.strip()
+    if tunable.kind is str:
+        return raw
+    try:
+        value = tunable.kind(raw)
+    except ValueError:
+        kind = "a whole number" if tunable.kind is int else "a number"
+        raise ConfigError(f"{tunable.env}={raw!r} is not {kind}: {tunable.help}") from None
+    if tunable.minimum is not None and value < tunable.minimum:
+        raise ConfigError(f"{tunable.env}={raw} is too small: it must be at least {tunable.minimum:g}")
+    return value
+
+
+def check_database_url(url: str, variable: str = "DATABASE_URL") -> str:
+    """Validate a Postgres URL's shape; returns it unchanged."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ConfigError(
+            f"{variable} must be a postgresql:// URL (got scheme {parts.scheme or 'none'!r}), "
+            "e.g. postgresql://user:password@localhost:5432/mailbridge"
+        )
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError(f"{variable} has an invalid port: use host:5432") from None
+    return url
+
+
+def _check_fernet_key(key: str, variable: str) -> str:
+    import base64
+    import binascii
+
+    try:
+        raw = base64.urlsafe_b64decode(key.encode("ascii"))
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raw = b""
+    if len(key) != 44 or len(raw) != 32:
+        raise ConfigError(
+            f"{variable} holds a value that is not a Fernet key (44 characters of URL-safe "
+            f"base64); {FERNET_KEY_HINT}"
+        )
+    return key
+
+
+def load_dotenv_file(path: Path, environ: dict[str, str]) -> None:
+    """Copy variables from a .env file into `environ`, never overriding set ones."""
+    if not path.is_file():
+        return
+    from dotenv import dotenv_values
+
+    for key, value in dotenv_values(path).items():
+        if value is not None and key not in environ:
+            environ[key] = value
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    dotenv: Path | None = Path(".env"),
+    key_file_factory: Callable[[Path], str] | None = None,
+) -> Settings:
+    """Read and validate the environment (plus `.env` when present).
+
+    Raises ConfigError on the first invalid value.  In embedded mode (no DATABASE_URL)
+    and without a configured key, the key file under MAILBRIDGE_HOME is read or created
+    (mode 0600).
+    """
+    env = dict(os.environ if environ is None else environ)
+    if dotenv is not None:
+        load_dotenv_file(dotenv, env)
+
+    database_url = env.get("DATABASE_URL", "").strip() or None
+    if database_url:
+        check_database_url(database_url)
+    home = Path(env.get("MAILBRIDGE_HOME", "").strip() or "~/.local/share/mailbridge").expanduser()
+
+    raw_keys = env.get("MAILBRIDGE_ENCRYPTION_KEY", "").strip()
+    key_var = "MAILBRIDGE_ENCRYPTION_KEY"
+    if not raw_keys and env.get("IMAP_ENCRYPTION_KEY", "").strip():
+        raw_keys, key_var = env["IMAP_ENCRYPTION_KEY"].strip(), "IMAP_ENCRYPTION_KEY"
+    keys = tuple(_check_fernet_key(k.strip(), key_var) for k in raw_keys.split(",") if k.strip())
+    key_source = "env"
+    if not keys and database_url is None:
+        factory = key_file_factory or ensure_key_file
+        keys = (factory(home),)
+        key_source = "file"
+
+    port = None
+    if env.get("PORT", "").strip():
+        raw = env["PORT"].strip()
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise ConfigError(f"PORT={raw!r} is not a TCP port: use a number from 1 to 65535")
+        port = int(raw)
+
+    values: dict[str, object] = {}
+    for tunable in TUNABLES:
+        raw = env.get(tunable.env, "")
+        values[tunable.attr] = _parse_value(tunable, raw) if raw.strip() else tunable.default
+    if values["log_level"] not in ("debug", "info", "warning", "error"):
+        raise ConfigError(
+            f"MAILBRIDGE_LOG_LEVEL={values['log_level']!r} is not a level: use debug, info, warning or error"
+        )
+
+    return Settings(
+        database_url=database_url,
+        home=home,
+        encryption_keys=keys,
+        api_token=env.get("MAILBRIDGE_API_TOKEN", "").strip() or None,
+        port=port,
+        key_source=key_source,
+        **values,  # type: ignore[arg-type]
+    )
+
+
+def ensure_key_file(home: Path) -> str:
+    """Read `home/encryption.key`, creating it (mode 0600) with a new key if missing."""
+    from cryptography.fernet import Fernet
+
+    path = home / "encryption.key"
+    if path.exists():
+        return _check_fernet_key(path.read_text().strip(), str(path))
+    home.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key().decode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key

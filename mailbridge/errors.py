@@ -1,0 +1,114 @@
+"""mailbridge's own error types.
+
+Every library error is translated into one of these at the seam (`mailbridge.aio`), so
+the rest of the code, the command line and the API handle one vocabulary.  Messages are
+written for the person running mailbridge: what went wrong and how to fix it.  No
+message ever contains a password.
+"""
+
+from __future__ import annotations
+
+
+class MailbridgeError(Exception):
+    """Base of every error mailbridge raises on purpose."""
+
+
+class ConfigError(MailbridgeError):
+    """A missing or malformed setting; the message names the variable and the fix."""
+
+
+# --- database -------------------------------------------------------------------------
+
+
+class DatabaseError(MailbridgeError):
+    """Postgres refused a statement.  `sqlstate` is the SQLSTATE code when known."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class DatabaseUnavailable(DatabaseError):
+    """Postgres cannot be reached, or the connection was lost."""
+
+
+class UniqueViolation(DatabaseError):
+    """An insert or update broke a unique constraint."""
+
+
+class MigrationError(DatabaseError):
+    """The schema cannot be brought up to date (e.g. an applied file was edited)."""
+
+
+class LockLost(MailbridgeError):
+    """The connection holding an account's advisory lock went away: the lock is gone."""
+
+
+# --- IMAP -----------------------------------------------------------------------------
+
+
+class ImapError(MailbridgeError):
+    """Base of IMAP failures."""
+
+
+class ImapConnectError(ImapError):
+    """The server could not be reached (DNS, refused, timeout)."""
+
+
+class ImapTlsError(ImapConnectError):
+    """The TLS handshake failed (certificate, protocol)."""
+
+
+class ImapAuthError(ImapError):
+    """The server rejected the credentials."""
+
+
+class ImapCommandError(ImapError):
+    """The server answered NO or BAD to a command."""
+
+    def __init__(self, message: str, command: str = "", status: str = "") -> None:
+        super().__init__(message)
+        self.command = command
+        self.status = status
+
+
+class ImapProtocolError(ImapError):
+    """The server sent something we cannot parse."""
+
+
+class ImapConnectionLost(ImapError):
+    """The connection dropped or timed out mid-command."""
+
+
+class ImapTimeout(ImapConnectionLost):
+    """A command got no answer in time."""
+
+
+class FolderGone(ImapCommandError):
+    """A mailbox that was listed cannot be selected any more."""
+
+
+# --- credentials ----------------------------------------------------------------------
+
+
+class SecretError(MailbridgeError):
+    """A stored credential cannot be decrypted with the configured keys."""
+
+
+# --- accounts -------------------------------------------------------------------------
+
+
+class AccountNotFound(MailbridgeError):
+    """No account has that id."""
+
+
+class AccountLimitReached(MailbridgeError):
+    """Adding the account would exceed MAILBRIDGE_MAX_ACCOUNTS."""
+
+
+class InvalidInput(MailbridgeError):
+    """A request or argument is invalid; `fields` maps field name → problem."""
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.fields = dict(fields or {})
