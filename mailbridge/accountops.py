@@ -12,7 +12,7 @@ from typing import Any
 
 from mailbridge.aio.imap import ImapEndpoint, ImapSession
 from mailbridge.config import Settings
-from mailbridge.errors import InvalidInput
+from mailbridge.errors import AccountLimitReached, InvalidInput
 from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
 from mailbridge.store.accounts import NewAccount
@@ -79,6 +79,12 @@ async def add_account(db: Any, settings: Settings, new: NewAccount, password: st
     """Test the login, then save the account with its password encrypted; returns the id."""
     if not password:
         raise InvalidInput("invalid account: password: must not be empty", {"password": "must not be empty"})
+    existing = await account_store.count(db)
+    if existing >= settings.max_accounts:  # fail fast; `insert` re-checks under a lock
+        raise AccountLimitReached(
+            f"mailbridge already has {existing} accounts, the limit (MAILBRIDGE_MAX_ACCOUNTS="
+            f"{settings.max_accounts}); remove one or raise the limit"
+        )
     await test_login(endpoint_of(new), password, settings)
     cipher = Cipher(settings.require_keys())
     return await account_store.insert(db, new, cipher.encrypt(password), limit=settings.max_accounts)

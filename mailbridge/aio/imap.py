@@ -242,14 +242,8 @@ class ImapSession:
             raise ImapAuthError(
                 f"authentication failed for {self.endpoint.username!r} at {self.endpoint.describe()}: {detail}"
             )
-        if any(b"CAPABILITY" in bytes(line) for line in response.lines):
-            caps = set(self._proto.capabilities)
-        else:
-            caps = None
-        if caps is None or not {"IMAP4REV1", "IMAP4rev1"} & caps:
-            await self.refresh_capabilities()
-        else:
-            self.capabilities = frozenset(c.upper() for c in caps)
+        # capabilities may grow after LOGIN (ENABLE, CONDSTORE, ...): ask again, exactly
+        await self.refresh_capabilities()
 
     # --- commands ----------------------------------------------------------------------
 

@@ -25,9 +25,32 @@ def run(async_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         async with trio_asyncio.open_loop():
             return await async_fn(*args)
 
-    return trio.run(_main)
+    try:
+        return trio.run(_main)
+    except BaseExceptionGroup as group:
+        leaf = single_exception(group)
+        if leaf is group:
+            raise
+        raise leaf from None
+
+
+def single_exception(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (else `exc`)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def call(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     """Await an asyncio coroutine function from trio; trio cancellation cancels it."""
     return await trio_asyncio.aio_as_trio(fn)(*args, **kwargs)
+
+
+def trio_run_with_loop(async_fn: Callable[..., Awaitable[T]], *args: Any, **trio_kwargs: Any) -> T:
+    """`trio.run` that opens the asyncio loop first (for test runners: pytest-trio's `run=`)."""
+
+    async def _main() -> T:
+        async with trio_asyncio.open_loop():
+            return await async_fn(*args)
+
+    return trio.run(_main, **trio_kwargs)

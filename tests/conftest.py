@@ -1,0 +1,167 @@
+"""Shared fixtures: a real Postgres and a real Dovecot, never mocks.
+
+Postgres: the server DATABASE_URL_TEST points to (with the seed's rails: no host
+containing "prod", no pooler, not port 6543), or, when unset, an embedded Postgres the
+suite starts.  Each test that asks for `db_dsn` gets a fresh database named `…_test`,
+cloned from a migrated template, dropped afterwards.
+
+Dovecot: one private server for the session on free loopback ports with its own
+config, and a fresh user per test (`mail_user`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from mailbridge.aio.loop import trio_run_with_loop
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- every async test runs under trio with the asyncio seam's loop open ---------------
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        fn = getattr(item, "obj", None)
+        if fn is None:
+            continue
+        inner = fn.hypothesis.inner_test if hasattr(fn, "hypothesis") else fn
+        if inspect.iscoroutinefunction(inner) and item.get_closest_marker("trio") is None:
+            item.add_marker(pytest.mark.trio(run=trio_run_with_loop))
+
+
+# --- Postgres ---------------------------------------------------------------------------
+
+
+def refuse_unsafe_test_url(url: str) -> None:
+    """The seed's rails: tests never touch production or a transaction pooler."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "") + (parts.query or "")
+    if "prod" in host.lower():
+        pytest.exit(f"DATABASE_URL_TEST host looks like production ({parts.hostname}); refusing", 2)
+    if parts.port == 6543 or "pooler" in host.lower() or "pgbouncer" in host.lower():
+        pytest.exit("DATABASE_URL_TEST points at a transaction pooler (port 6543); use a direct connection", 2)
+
+
+def dsn_with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def _run(fn, *args):
+    return trio_run_with_loop(fn, *args)
+
+
+async def _admin(dsn: str, *statements: str) -> None:
+    from mailbridge.aio.db import close_connection, connect_once
+
+    conn = await connect_once(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await close_connection(conn)
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn(tmp_path_factory) -> Iterator[str]:
+    """A DSN to a maintenance database on the test Postgres server."""
+    url = os.environ.get("DATABASE_URL_TEST", "").strip()
+    if url:
+        refuse_unsafe_test_url(url)
+        yield url
+        return
+    from mailbridge.embedded import start_embedded
+
+    base = Path(tempfile.mkdtemp(prefix="mbpg-"))
+    dsn = start_embedded(base, database="mailbridge_test")
+    yield dsn
+    import pgserver
+
+    pgserver.get_server(base / "pgdata").cleanup()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server_dsn: str) -> Iterator[str]:
+    """A migrated template database; per-test databases are cloned from it."""
+    from mailbridge.store.migrations import migrate
+
+    name = f"mb_tmpl_{secrets.token_hex(4)}_test"
+    _run(_admin, pg_server_dsn, f'CREATE DATABASE "{name}"')
+    try:
+        _run(migrate, dsn_with_database(pg_server_dsn, name))
+        yield name
+    finally:
+        _run(_admin, pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_dsn(pg_server_dsn: str, template_db: str) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"mb_{secrets.token_hex(6)}_test"
+    _run(_admin, pg_server_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    try:
+        yield dsn_with_database(pg_server_dsn, name)
+    finally:
+        _run(_admin, pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_db_dsn(pg_server_dsn: str) -> Iterator[str]:
+    """A fresh database with no schema at all (for migration tests)."""
+    name = f"mb_{secrets.token_hex(6)}_test"
+    _run(_admin, pg_server_dsn, f'CREATE DATABASE "{name}"')
+    try:
+        yield dsn_with_database(pg_server_dsn, name)
+    finally:
+        _run(_admin, pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def db(db_dsn: str):
+    """A connection pool on the test's fresh database."""
+    from mailbridge.aio.db import Database
+
+    async with Database.connect(db_dsn, max_size=4) as database:
+        yield database
+
+
+# --- Dovecot ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dovecot(tmp_path_factory):
+    """One private Dovecot for the session (plain+STARTTLS port and an implicit-TLS port)."""
+    from mailbridge.testing.dovecot import DovecotError, DovecotServer
+
+    server = DovecotServer(tmp_path_factory.mktemp("dovecot"))
+    try:
+        server.start()
+    except DovecotError as exc:
+        pytest.exit(str(exc), 2)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mail_user(dovecot):
+    """A fresh IMAP user with an empty mailbox."""
+    return dovecot.add_user()
+
+
+@pytest.fixture
+def encryption_key() -> str:
+    from mailbridge.secrets import generate_key
+
+    return generate_key()
