@@ -6,9 +6,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import sys
 from typing import TYPE_CHECKING
 
-from mailbridge.errors import MailbridgeError
+import trio
+
+from mailbridge.errors import ImapAuthError, ImapError, MailbridgeError, SecretError
 
 if TYPE_CHECKING:
     from mailbridge.cli import Context
@@ -18,12 +23,101 @@ class NotYetAvailable(MailbridgeError):
     """A command whose engine is not in this build."""
 
 
-async def cmd_serve(ctx: "Context", args: argparse.Namespace) -> int:
-    raise NotYetAvailable("`serve` is not available in this build yet")
+def process_owner() -> str:
+    """host:pid, as stored in accounts.owner."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Progress:
+    """Per-folder progress: a redrawn line on a terminal, plain lines otherwise."""
+
+    def __init__(self, stream=sys.stdout) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def step(self, account_id: int, step) -> None:
+        if step.phase == "initial" and self.tty and step.total:
+            width = 30
+            done = min(step.synced, step.total)
+            filled = int(width * done / step.total) if step.total else width
+            bar = "#" * filled + "-" * (width - filled)
+            self.stream.write(f"\r  [{bar}] {done}/{step.total} {step.folder[:40]:<40}")
+            self.stream.flush()
+        elif step.phase == "done":
+            if self.tty:
+                self.stream.write("\r" + " " * 100 + "\r")
+            self.stream.write(f"account {account_id} {step.folder}: {step.synced} messages mirrored "
+                              f"(server has {step.total})\n")
+            self.stream.flush()
+        elif step.phase in ("reset", "parked", "gone"):
+            self.stream.write(f"account {account_id} {step.folder}: {step.phase}: {step.detail}\n")
+            self.stream.flush()
+
+
+async def sync_account_once(db, settings, account, progress: Progress) -> str | None:
+    """Sync one account fully; returns a problem description, or None on success."""
+    from mailbridge.accountops import endpoint_of
+    from mailbridge.aio.db import AccountLock
+    from mailbridge.aio.imap import ImapSession
+    from mailbridge.imap.throttle import Throttle
+    from mailbridge.secrets import Cipher
+    from mailbridge.store import accounts as account_store
+    from mailbridge.sync.account import sync_everything
+
+    async with AccountLock.hold(db.dsn, account.id) as lock:
+        if not lock.acquired:
+            row = await db.fetchrow("SELECT owner FROM accounts WHERE id = $1", account.id)
+            return f"account {account.id} is being synced by another process ({row['owner'] or 'unknown'}); skipped"
+        token = await account_store.get_password_encrypted(db, account.id)
+        password = Cipher(settings.require_keys()).decrypt(token)
+        throttle = Throttle(settings.commands_per_minute)
+        try:
+            async with ImapSession.open(endpoint_of(account), password, timeout=settings.imap_timeout,
+                                        connect_timeout=settings.connect_timeout, gate=throttle) as session:
+                del password
+                totals = await sync_everything(
+                    db, session, account.id, settings, account.excluded_folders,
+                    on_step=lambda step: progress.step(account.id, step))
+        except ImapAuthError as exc:
+            await account_store.set_health(db, account.id, "auth_failed", str(exc))
+            return str(exc)
+        except ImapError as exc:
+            await account_store.set_health(db, account.id, "unreachable", str(exc))
+            return str(exc)
+        await account_store.set_health(db, account.id, "healthy", None)
+        print(f"account {account.id} ({account.email}): {totals.folders} folder(s), +{totals.added} "
+              f"~{totals.changed} -{totals.removed}" + (f", {totals.defects} defect(s)" if totals.defects else ""),
+              flush=True)
+        return None
 
 
 async def cmd_sync(ctx: "Context", args: argparse.Namespace) -> int:
-    raise NotYetAvailable("`sync --once` is not available in this build yet")
+    from mailbridge.aio.db import Database
+    from mailbridge.store import accounts as account_store
+
+    progress = Progress()
+    problems: list[str] = []
+    async with Database.connect(ctx.dsn, max_size=4) as db:
+        if args.account is not None:
+            accounts = [await account_store.get(db, args.account)]
+        else:
+            accounts = [a for a in await account_store.list_all(db) if a.enabled][: ctx.settings.max_accounts]
+        if not accounts:
+            print("no enabled accounts: add one with `mailbridge accounts add`")
+            return 0
+        for account in accounts:
+            try:
+                problem = await sync_account_once(db, ctx.settings, account, progress)
+            except SecretError as exc:
+                problem = f"account {account.id}: {exc}"
+            if problem:
+                problems.append(problem)
+                print(f"mailbridge: account {account.id}: {problem}", file=sys.stderr, flush=True)
+    return 1 if problems else 0
+
+
+async def cmd_serve(ctx: "Context", args: argparse.Namespace) -> int:
+    raise NotYetAvailable("`serve` is not available in this build yet")
 
 
 async def cmd_verify(ctx: "Context", args: argparse.Namespace) -> int:

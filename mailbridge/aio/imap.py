@@ -60,16 +60,19 @@ class ImapEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class ImapResponse:
-    """A completed command: its status (OK/NO/BAD) and raw response lines."""
+    """A completed command: its status (OK/NO/BAD), its untagged response lines (literals
+    as bytearray elements), and the tagged completion text, kept apart so that a text
+    like "List completed" is never mistaken for a LIST response."""
 
     status: str
     lines: list[bytes | bytearray]
+    text: str = ""
 
-    @property
-    def text(self) -> str:
-        """The tagged completion text (the last line)."""
-        last = self.lines[-1] if self.lines else b""
-        return bytes(last).decode("utf-8", "replace")
+    @classmethod
+    def from_aio(cls, result: str, lines: list) -> "ImapResponse":
+        lines = list(lines)
+        last = lines.pop() if lines else b""
+        return cls(result, lines, bytes(last).decode("utf-8", "replace"))
 
 
 def quote(value: str) -> str:
@@ -276,7 +279,7 @@ class ImapSession:
             except _aio.AioImapException as exc:
                 self._abort()
                 raise ImapProtocolError(f"{name} failed at {self.endpoint.describe()}: {exc}") from None
-            return ImapResponse(response.result, list(response.lines))
+            return ImapResponse.from_aio(response.result, response.lines)
 
     async def command(self, name: str, *args: str, prefix: str = "", timeout: float | None = None,
                       untagged: str | None = None, check: bool = True) -> ImapResponse:
@@ -293,7 +296,7 @@ class ImapSession:
         """Ask CAPABILITY again (after STARTTLS or LOGIN)."""
         response = await self.command("CAPABILITY")
         caps: set[str] = set()
-        for line in response.lines[:-1]:
+        for line in response.lines:
             line = bytes(line)
             if line.upper().startswith(b"CAPABILITY"):
                 caps.update(line.decode("ascii", "replace").split()[1:])
@@ -313,7 +316,7 @@ class ImapSession:
             return self.enabled
         response = await self.command("ENABLE", *wanted, check=False)
         got: set[str] = set(self.enabled)
-        for line in response.lines[:-1]:
+        for line in response.lines:
             line = bytes(line)
             if line.upper().startswith(b"ENABLED"):
                 got.update(c.upper() for c in line.decode("ascii", "replace").split()[1:])

@@ -293,11 +293,11 @@ auth_failure_delay = {auth_failure_delay}
 auth_username_format = %Lu
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%Lu {passwd_path}
+  args = scheme=PLAIN username_format=%Lu {passwd_path}.d/%Lu
 }}
 userdb {{
   driver = passwd-file
-  args = username_format=%Lu {passwd_path}
+  args = username_format=%Lu {passwd_path}.d/%Lu
 }}
 
 # --- processes and privileges ------------------------------------------------------------
@@ -311,6 +311,9 @@ mail_location = maildir:~/Maildir
 mail_plugins =
 mail_fsync = never
 mail_temp_dir = {mail_temp_dir}
+# The list index does not notice Maildir++ folders created behind Dovecot's back
+# (MaildirWriter): without it LIST reads the directories.  (Costs the NOTIFY capability.)
+mailbox_list_index = {list_index}
 imap_idle_notify_interval = {idle_notify_interval}
 mailbox_idle_check_interval = {idle_check_interval}
 {capability_line}
@@ -383,6 +386,8 @@ class DovecotServer:
         (Dovecot's default is 2; 0 keeps tests fast).
       separator: hierarchy separator of the namespace ("." is Dovecot's Maildir++
         default; "/" is allowed too, then folder names may not contain ".").
+      list_index: Dovecot's mailbox_list_index (default off here, unlike Dovecot: the
+        index does not see folders MaildirWriter creates; on, NOTIFY is advertised).
       extra_conf: appended verbatim to the generated config (it wins over earlier lines).
     """
 
@@ -398,6 +403,7 @@ class DovecotServer:
         auth_failure_delay: float = 0,
         separator: str = ".",
         extra_conf: str = "",
+        list_index: bool = False,
         start_timeout: float = _START_TIMEOUT,
     ) -> None:
         if separator not in (".", "/"):
@@ -409,6 +415,7 @@ class DovecotServer:
         self.auth_failure_delay = auth_failure_delay
         self.separator = separator
         self.extra_conf = extra_conf
+        self.list_index = list_index
         self.start_timeout = start_timeout
 
         self.conf_path = self.base_dir / "dovecot.conf"
@@ -602,6 +609,8 @@ class DovecotServer:
             u = self.users[name]
             u.password = password
             self._write_passwd()
+            # Dovecot notices a changed passwd-file at most once a second
+            time.sleep(1.1)
             if isinstance(user, MailUser) and user is not u:
                 user.password = password
             return u
@@ -666,7 +675,8 @@ class DovecotServer:
         restored from backup does).  Sessions with the folder open are kicked first.
         """
         u = self._user(user)
-        self.kick(u)
+        with contextlib.suppress(DovecotError):  # exit 68: nobody was connected
+            self.kick(u)
         folder_dir = _maildir_folder_path(u.maildir, folder, self.separator)
         if not folder_dir.is_dir():
             raise DovecotError(f"no such folder {folder!r} for {u.username}")
@@ -776,22 +786,40 @@ class DovecotServer:
         return f"{u.username}:{{PLAIN}}{u.password}:{self.mail_uid}:{self.mail_gid}::{home}::\n"
 
     def _write_passwd(self) -> None:
-        text = "".join(self._passwd_line(u) for u in self.users.values())
-        old_mtime = None
-        with contextlib.suppress(FileNotFoundError):
-            old_mtime = self.passwd_path.stat().st_mtime_ns
+        """One passwd-file per user (`passwd.d/<user>`), rewritten only when its line
+        changes: a new user is a new file Dovecot opens fresh, so it can log in at once
+        (rewriting one shared file raced Dovecot's mtime-based re-read).  `passwd` keeps
+        the combined list for people reading along."""
+        directory = self.passwd_path.with_name(self.passwd_path.name + ".d")
+        directory.mkdir(mode=0o755, exist_ok=True)
+        wanted = {u.username.lower(): self._passwd_line(u) for u in self.users.values()}
+        for path in directory.iterdir():
+            if path.name not in wanted and not path.name.startswith("."):
+                path.unlink()
+        for name, line in wanted.items():
+            path = directory / name
+            try:
+                if path.read_text("utf-8") == line:
+                    continue
+                old_mtime = path.stat().st_mtime_ns
+            except FileNotFoundError:
+                old_mtime = None
+            tmp = directory / f".{name}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(line)
+            os.replace(tmp, path)
+            # Dovecot re-reads a passwd-file when its mtime (seconds) or size changes
+            if old_mtime is not None:
+                new_mtime = path.stat().st_mtime_ns
+                if new_mtime // 10**9 <= old_mtime // 10**9:
+                    bumped = (old_mtime // 10**9 + 1) * 10**9
+                    os.utime(path, ns=(bumped, bumped))
         tmp = self.passwd_path.with_name(".passwd.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            f.write("".join(wanted.values()))
         os.replace(tmp, self.passwd_path)
-        # Dovecot re-reads the passwd-file when its mtime (seconds) or size changes: make
-        # sure the mtime moves even for a same-size rewrite within the same second.
-        if old_mtime is not None:
-            new_mtime = self.passwd_path.stat().st_mtime_ns
-            if new_mtime // 10**9 <= old_mtime // 10**9:
-                bumped = (old_mtime // 10**9 + 1) * 10**9
-                os.utime(self.passwd_path, ns=(bumped, bumped))
 
     def _privileges_block(self) -> str:
         if self._as_root:
@@ -813,9 +841,12 @@ class DovecotServer:
         me = self._mail_pw.pw_name
         return "\n".join(
             [
+                # Rootless: every process runs as the current user; no chroots.
                 f"default_internal_user = {me}",
                 f"default_internal_group = {_group_name(self.mail_gid)}",
                 f"default_login_user = {me}",
+                "service anvil {\n  chroot =\n}",
+                "service imap-login {\n  chroot =\n}",
             ]
         )
 
@@ -840,6 +871,7 @@ class DovecotServer:
             idle_check_interval=_imap_duration(self.idle_check_interval) if self.idle_check_interval else "0",
             capability_line=capability_line,
             separator=self.separator,
+            list_index="yes" if self.list_index else "no",
             port=self.port,
             tls_port=self.tls_port,
             extra_conf=self.extra_conf,
@@ -904,6 +936,10 @@ class DovecotServer:
         self._reap_leftovers(timeout=5)
 
     def _launch(self, dovecot: str) -> None:
+        try:
+            log_size_before = self.log_path.stat().st_size
+        except FileNotFoundError:
+            log_size_before = 0
         stderr = open(self.stderr_path, "wb")
         try:
             proc = subprocess.Popen(
@@ -918,6 +954,7 @@ class DovecotServer:
             stderr.close()
         self._proc = proc
         _live_servers.add(self)
+        log_offset = log_size_before
         deadline = time.monotonic() + self.start_timeout
         last_exc: Exception | None = None
         while time.monotonic() < deadline:
@@ -934,6 +971,14 @@ class DovecotServer:
                     f"dovecot exited with code {rc} while starting{hint}.\n"
                     f"stderr:\n{err.strip()}\nlog tail ({self.log_path}):\n{self.log_tail()}"
                 )
+            new_log = self._log_since(log_offset)
+            if "Fatal:" in new_log or "command startup failed" in new_log:
+                err = self._stderr_text()
+                self.stop()
+                raise DovecotError(
+                    f"dovecot failed to start a service.\nstderr:\n{err.strip()}\n"
+                    f"log ({self.log_path}):\n{new_log.strip()}"
+                )
             try:
                 greeting = _read_greeting(self.host, self.port, timeout=2.0)
                 if greeting.startswith(b"* OK"):
@@ -948,6 +993,14 @@ class DovecotServer:
             f"dovecot did not answer on {self.host}:{self.port} within {self.start_timeout:.0f}s "
             f"({last_exc}).\nstderr:\n{err.strip()}\nlog tail ({self.log_path}):\n{self.log_tail()}"
         )
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def _stderr_text(self) -> str:
         try:

@@ -1,0 +1,85 @@
+"""One account's sync over one session: discover folders, then bring them up to date.
+
+Used by the AccountActor (a cycle at a time, yielding between batches) and by
+`mailbridge sync --once` (everything, then exit).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+from mailbridge.aio.imap import ImapSession
+from mailbridge.config import Settings
+from mailbridge.errors import ImapCommandError
+from mailbridge.imap.responses import parse_list
+from mailbridge.sync.discover import apply_plan, plan_folders
+from mailbridge.sync.folder import Folder, FolderSync, Step, load_folders
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncTotals:
+    """Counters over a run (mutable: filled as steps arrive)."""
+
+    folders: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    defects: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, step: Step) -> None:
+        self.added += step.added
+        self.changed += step.changed
+        self.removed += step.removed
+        self.defects += step.defects
+
+
+async def discover(db: Any, session: ImapSession, account_id: int,
+                   excluded_names: tuple[str, ...] | None) -> list[Folder]:
+    """LIST the server's folders into the folders table; returns the account's folders."""
+    response = await session.list("", "*")
+    plans = plan_folders(parse_list(response.lines), excluded_names)
+    async with db.transaction() as tx:
+        added, removed = await apply_plan(tx, account_id, plans)
+    if added or removed:
+        log.info("account %d: %d folder(s) added, %d removed", account_id, added, removed)
+    return await load_folders(db, account_id)
+
+
+async def sync_folder_steps(db: Any, session: ImapSession, folder: Folder, settings: Settings, *,
+                            reconcile: bool = True) -> AsyncIterator[Step]:
+    """The steps of one folder's sync; a vanished folder ends with a 'gone' step."""
+    sync = FolderSync(db, session, folder, batch_size=settings.batch_size,
+                      retention_days=settings.retention_days,
+                      reset_limit=settings.uidvalidity_reset_limit, reconcile=reconcile)
+    try:
+        async for step in sync.steps():
+            yield step
+    except ImapCommandError as exc:
+        if exc.command in ("SELECT", "EXAMINE"):
+            # listed a moment ago, unselectable now: deleted or renamed on the server
+            yield Step(folder.name, "gone", detail=str(exc))
+            return
+        raise
+
+
+async def sync_everything(db: Any, session: ImapSession, account_id: int, settings: Settings,
+                          excluded_names: tuple[str, ...] | None,
+                          on_step: Callable[[Step], None] | None = None) -> SyncTotals:
+    """Discover, then bring every included folder fully up to date (initial sync too)."""
+    totals = SyncTotals()
+    await session.enable("CONDSTORE")
+    folders = await discover(db, session, account_id, excluded_names)
+    for folder in folders:
+        if folder.excluded:
+            continue
+        totals.folders += 1
+        async for step in sync_folder_steps(db, session, folder, settings):
+            totals.add(step)
+            if on_step is not None:
+                on_step(step)
+    return totals

@@ -1,0 +1,81 @@
+"""Settings: defaults, validation messages, key handling."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from mailbridge.config import TUNABLES, load_settings
+from mailbridge.errors import ConfigError
+from mailbridge.secrets import Cipher, generate_key
+
+KEY = generate_key()
+
+
+def settings(**env):
+    return load_settings({"DATABASE_URL": "postgresql://u@localhost/db", **env}, dotenv=None)
+
+
+def test_defaults_are_the_seeds():
+    s = settings()
+    assert (s.poll_seconds, s.folders_per_tick, s.commands_per_minute, s.max_accounts) == (60.0, 5, 200, 20)
+    assert (s.flag_scan_hours, s.flag_scans_per_tick, s.reconcile_hours, s.reconcile_jitter_minutes) == (6.0, 2, 6.0, 15.0)
+    assert s.retention_days is None and s.encryption_keys == ()
+
+
+@pytest.mark.parametrize("var, value, words", [
+    ("MAILBRIDGE_MAX_ACCOUNTS", "many", "not a whole number"),
+    ("MAILBRIDGE_POLL_SECONDS", "-1", "too small"),
+    ("MAILBRIDGE_LOG_LEVEL", "loud", "not a level"),
+    ("DATABASE_URL", "mysql://x/y", "postgresql://"),
+    ("PORT", "http", "not a TCP port"),
+    ("MAILBRIDGE_ENCRYPTION_KEY", "too-short", "not a Fernet key"),
+    ("IMAP_ENCRYPTION_KEY", "x" * 44, "not a Fernet key"),
+])
+def test_bad_values_name_the_variable(var, value, words):
+    with pytest.raises(ConfigError) as info:
+        settings(**{var: value})
+    assert var in str(info.value) and words in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_key_rotation_list_and_seed_name():
+    old, new = generate_key(), generate_key()
+    s = settings(MAILBRIDGE_ENCRYPTION_KEY=f"{new}, {old}")
+    assert s.encryption_keys == (new, old)
+    token = Cipher([old]).encrypt("pw")
+    assert Cipher(s.encryption_keys).decrypt(token) == "pw"
+    assert settings(IMAP_ENCRYPTION_KEY=KEY).encryption_keys == (KEY,)
+
+
+def test_missing_key_is_reported_when_needed():
+    with pytest.raises(ConfigError, match="MAILBRIDGE_ENCRYPTION_KEY is not set"):
+        settings().require_keys()
+
+
+def test_embedded_mode_generates_a_private_key_file(tmp_path):
+    s = load_settings({"MAILBRIDGE_HOME": str(tmp_path)}, dotenv=None)
+    path = tmp_path / "encryption.key"
+    assert s.embedded and s.key_source == "file"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    again = load_settings({"MAILBRIDGE_HOME": str(tmp_path)}, dotenv=None)
+    assert again.encryption_keys == s.encryption_keys
+
+
+def test_dotenv_is_read_but_environment_wins(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("MAILBRIDGE_POLL_SECONDS=5\nMAILBRIDGE_MAX_ACCOUNTS=3\n")
+    s = load_settings({"DATABASE_URL": "postgresql://u@h/d", "MAILBRIDGE_MAX_ACCOUNTS": "7"}, dotenv=dotenv)
+    assert s.poll_seconds == 5 and s.max_accounts == 7
+
+
+def test_env_example_lists_every_tunable():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    for tunable in TUNABLES:
+        assert tunable.env in text
+    for var in ("DATABASE_URL", "MAILBRIDGE_HOME", "MAILBRIDGE_ENCRYPTION_KEY", "MAILBRIDGE_API_TOKEN", "PORT"):
+        assert var in text
