@@ -68,6 +68,12 @@ class ImapResponse:
     lines: list[bytes | bytearray]
     text: str = ""
 
+    @property
+    def lines_and_text(self) -> list[bytes | bytearray]:
+        """`lines` with the completion text last, for parsers that read its response
+        codes (``[READ-ONLY]`` after SELECT, ``[CAPABILITY ...]`` after LOGIN)."""
+        return [*self.lines, self.text.encode("utf-8", "replace")]
+
     @classmethod
     def from_aio(cls, result: str, lines: list) -> "ImapResponse":
         lines = list(lines)

@@ -5,7 +5,8 @@ command: a list whose `bytes` elements are response lines (untagged ones without
 ``"* "``) and whose `bytearray` elements are literal payloads.  A line ending in ``{N}``
 is followed by exactly one `bytearray` with the N bytes, then by the rest of that
 response as the next `bytes` line (which starts with a space or ``)``; when the literal
-ends the response, no line follows).  The last element is the tagged completion's text.
+ends the response, no line follows).  The tagged completion's text is not among them
+(`ImapResponse.text`); callers append it for parsers that read its response codes.
 
 `split_responses` groups that list into responses; `parse_tokens` turns one response
 into nested Python values: atoms, numbers and quoted strings are `bytes` (quoted ones

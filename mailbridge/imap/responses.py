@@ -2,7 +2,8 @@
 
 Each takes a completed command's `lines` exactly as the transport hands them over (see
 `mailbridge.imap.lexer` for the shape: untagged responses without ``"* "``, literals as
-`bytearray` elements, the tagged completion's text last).  Untagged responses a parser
+`bytearray` elements; the tagged completion's text only where a caller appends it, as
+SELECT's ``[READ-ONLY]`` lives there).  Untagged responses a parser
 does not care about (``EXISTS``, ``EXPUNGE``, ``OK [...]`` ... interleaved anywhere) are
 skipped.  `parse_fetch` never lets one bad message stop the others; the others raise
 `ImapProtocolError` only where going on would be wrong (a LIST entry we cannot read

@@ -142,7 +142,7 @@ class FolderSync:
 
     async def _select(self) -> Step:
         response = await self.session.select(self.folder.raw_name, condstore=True)
-        info = parse_select(response.lines)
+        info = parse_select(response.lines_and_text)
         self.select_info = info
         f = self.folder
         top = (info.uidnext - 1) if info.uidnext else await self._max_uid()

@@ -212,7 +212,7 @@ def _read_greeting(host: str, port: int, timeout: float) -> bytes:
         return buf
 
 
-def _proc_cmdlines() -> Iterable[tuple[int, str]]:
+def _proc_argvs() -> Iterable[tuple[int, list[str]]]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -221,7 +221,8 @@ def _proc_cmdlines() -> Iterable[tuple[int, str]]:
                 raw = f.read()
         except OSError:
             continue
-        yield int(entry.name), raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        # Dovecot's children rewrite their title into argv[0] ("dovecot-NAME/imap [...]")
+        yield int(entry.name), raw.rstrip(b"\0").decode("utf-8", "replace").split("\0")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -442,6 +443,17 @@ class DovecotServer:
         self._user_seq = 0
 
         self._as_root = os.geteuid() == 0
+        self._mail_pw: pwd.struct_passwd | None = None
+        self._login_pw: pwd.struct_passwd | None = None
+        #: uid/gid that owns the mail files (the `dovecot` user when running as root)
+        self.mail_uid: int = -1
+        self.mail_gid: int = -1
+        with contextlib.suppress(DovecotError):
+            self._resolve_identity()
+
+    def _resolve_identity(self) -> None:
+        if self._mail_pw is not None:
+            return
         if self._as_root:
             mail_user = _first_existing_user(("dovecot", "mail", "nobody"))
             login_user = _first_existing_user(("dovenull", "nobody"))
@@ -450,15 +462,12 @@ class DovecotServer:
                     "running as root needs the system users 'dovecot' and 'dovenull' "
                     f"(created by the Debian package): {INSTALL_HINT}"
                 )
-            self._mail_pw = mail_user
-            self._login_pw = login_user
-            self.mail_uid: int = mail_user.pw_uid
-            self.mail_gid: int = mail_user.pw_gid
+            self._mail_pw, self._login_pw = mail_user, login_user
+            self.mail_uid, self.mail_gid = mail_user.pw_uid, mail_user.pw_gid
         else:
             me = pwd.getpwuid(os.geteuid())
             self._mail_pw = self._login_pw = me
-            self.mail_uid = me.pw_uid
-            self.mail_gid = os.getegid()
+            self.mail_uid, self.mail_gid = me.pw_uid, os.getegid()
 
     # ----------------------------------------------------------------- properties
 
@@ -498,6 +507,7 @@ class DovecotServer:
                 raise DovecotError(f"dovecot is not installed: {INSTALL_HINT}")
             if find_doveadm() is None:
                 raise DovecotError(f"doveadm is not installed: {INSTALL_HINT}")
+            self._resolve_identity()
             self._prepare_dirs()
             self._kill_stale_master()
             if self.disable_capabilities and self.capabilities is None:
@@ -541,11 +551,16 @@ class DovecotServer:
 
     def instance_pids(self) -> list[int]:
         """Pids of every live process of this instance (master and children)."""
-        marker_a = f"dovecot-{self.instance_name}/"
-        marker_b = str(self.conf_path)
+        title = f"dovecot-{self.instance_name}/"
+        conf = str(self.conf_path)
         pids = []
-        for pid, cmd in _proc_cmdlines():
-            if (marker_a in cmd or (marker_b in cmd and "dovecot" in cmd)) and _pid_alive(pid):
+        for pid, argv in _proc_argvs():
+            if not argv:
+                continue
+            mine = argv[0].startswith(title) or (
+                os.path.basename(argv[0]) == "dovecot" and conf in argv
+            )
+            if mine and _pid_alive(pid):
                 pids.append(pid)
         return pids
 
@@ -571,6 +586,9 @@ class DovecotServer:
                 password = "pw-" + secrets.token_urlsafe(12)
             if any(c in password for c in ":\r\n\0"):
                 raise ValueError("password must not contain ':', CR, LF or NUL (passwd-file format)")
+            self._resolve_identity()
+            if not self.home_root.is_dir():
+                self._prepare_dirs()
             home = self.home_root / username
             maildir = home / "Maildir"
             for d in (home, maildir, maildir / "cur", maildir / "new", maildir / "tmp"):
@@ -922,10 +940,10 @@ class DovecotServer:
         except (OSError, ValueError):
             return
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode("utf-8", "replace").split("\0")
         except OSError:
             return
-        if "dovecot" in cmd and str(self.conf_path) in cmd and _pid_alive(pid):
+        if os.path.basename(argv[0]) == "dovecot" and str(self.conf_path) in argv and _pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 10

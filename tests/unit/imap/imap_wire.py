@@ -2,8 +2,8 @@
 
 Mirrors aioimaplib 2.0.3 as patched in `mailbridge.aio._imapproto`: untagged lines lose
 their leading "* "; a line ending in {N} is followed by one bytearray of exactly N
-bytes; the rest of that response line follows as bytes (dropped when empty); the tagged
-completion contributes only its text after "TAG OK ".
+bytes; the rest of that response line follows as bytes (dropped when empty).  The tagged
+completion is left out, as `mailbridge.aio.imap.ImapResponse` keeps it apart.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import re
 _LITERAL = re.compile(rb"\{(\d+)\}$")
 
 
-def lines_from_wire(wire: bytes, tag: bytes = b"A001") -> list[bytes | bytearray]:
+def lines_from_wire(wire: bytes, tag: bytes = b"A001", *, completion: bool = False) -> list[bytes | bytearray]:
+    """With `completion`, the tagged line's text after "TAG OK " comes last, as callers
+    append `ImapResponse.text` for parsers that read its response codes."""
     out: list[bytes | bytearray] = []
     pos = 0
     while pos < len(wire):
@@ -24,7 +26,8 @@ def lines_from_wire(wire: bytes, tag: bytes = b"A001") -> list[bytes | bytearray
             if line.startswith(b"* "):
                 out.append(line[2:])
             elif line.startswith(tag + b" "):
-                out.append((line.split(b" ", 2) + [b""])[2])
+                if completion:
+                    out.append((line.split(b" ", 2) + [b""])[2])
             else:
                 out.append(line)
         m = _LITERAL.search(line)

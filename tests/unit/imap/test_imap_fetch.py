@@ -36,7 +36,7 @@ def test_dovecot_response():
     wire = (b"* 1 FETCH (UID 40 FLAGS (\\Seen \\Recent $Forwarded Junk) INTERNALDATE \"17-Jul-2024 02:44:25 -0700\" "
             b"RFC822.SIZE 4286 MODSEQ (7) " + FIELDS + b" " + literal(HDR) + b")\r\n"
             b"A001 OK Fetch completed (0.001 + 0.000 secs).\r\n")
-    lines = lines_from_wire(wire)
+    lines = lines_from_wire(wire, completion=True)
     assert type(lines[1]) is bytearray and lines[2] == b")" and lines[-1].startswith(b"Fetch completed")
     m = only(parse_fetch(lines))
     assert m == MessageMeta(
