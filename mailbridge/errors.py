@@ -112,3 +112,19 @@ class InvalidInput(MailbridgeError):
     def __init__(self, message: str, fields: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.fields = dict(fields or {})
+
+
+# --- messages -------------------------------------------------------------------------
+
+
+class MessageGone(MailbridgeError):
+    """The message is no longer on the server (expunged, moved, or its folder reset)."""
+
+
+class MessageTooLarge(MailbridgeError):
+    """The message is bigger than MAILBRIDGE_BODY_MAX_BYTES."""
+
+    def __init__(self, message: str, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit

@@ -162,6 +162,11 @@ class ImapSession:
         """
         if endpoint.tls not in TLS_MODES:
             raise ImapConnectError(f"unknown TLS mode {endpoint.tls!r}: use tls, starttls or none")
+        if gate is not None:
+            # aioimaplib sends CAPABILITY by itself after the greeting: count it too
+            await gate.acquire()
+        if on_command is not None:
+            on_command("CAPABILITY")
         session = await cls._connect(endpoint, timeout, connect_timeout, gate, on_command)
         try:
             await session._login(password)

@@ -130,10 +130,34 @@ async def set_ciphertext(tx: Any, account_id: int, token: bytes) -> None:
                      account_id, token)
 
 
-async def set_health(db: Any, account_id: int, health: str, reason: str | None) -> None:
-    await db.execute(
-        """UPDATE accounts SET health = $2, health_reason = $3,
-               health_changed_at = CASE WHEN health IS DISTINCT FROM $2 THEN now() ELSE health_changed_at END
-           WHERE id = $1""",
+async def set_health(db: Any, account_id: int, health: str, reason: str | None) -> bool:
+    """Store the account's health; a change of state also appends an `account_health`
+    event, in the same statement (so in the same transaction).  True when it changed."""
+    changed = await db.fetchval(
+        """WITH old AS (SELECT health FROM accounts WHERE id = $1 FOR UPDATE),
+                upd AS (UPDATE accounts a SET health = $2, health_reason = $3,
+                            health_changed_at = CASE WHEN a.health IS DISTINCT FROM $2
+                                                     THEN now() ELSE a.health_changed_at END
+                        WHERE a.id = $1),
+                ev AS (INSERT INTO events (account_id, kind, payload)
+                       SELECT $1, 'account_health',
+                              jsonb_build_object('health', $2::text, 'reason', $3::text,
+                                                 'previous', old.health)
+                       FROM old WHERE old.health IS DISTINCT FROM $2
+                       RETURNING 1)
+           SELECT count(*) > 0 FROM ev""",
         account_id, health, reason,
     )
+    return bool(changed)
+
+
+async def set_owner(db: Any, account_id: int, owner: str | None, *, only_if: str | None = None) -> None:
+    """Record which process syncs the account (and its heartbeat); with `only_if`,
+    only when that process is still the recorded owner (so a late cleanup never erases
+    the owner that took over)."""
+    if only_if is None:
+        await db.execute("UPDATE accounts SET owner = $2, heartbeat_at = now() WHERE id = $1",
+                         account_id, owner)
+    else:
+        await db.execute("UPDATE accounts SET owner = $2, heartbeat_at = now() WHERE id = $1 AND owner = $3",
+                         account_id, owner, only_if)

@@ -1,0 +1,422 @@
+"""AccountActor: one account's lock, IMAP session and throttle, for its whole life.
+
+Life of an actor (`run`):
+
+1. take the account's session advisory lock on a dedicated connection; not acquired →
+   `standby`, retried every `timing.standby_retry` seconds (jittered);
+2. with the lock: record itself as the account's owner (heartbeat), watch the lock
+   connection (lost → `LockLost` cancels all IMAP work at once), decrypt the password,
+   log in;
+3. loop: a cycle (discover folders, then the planned folders batch by batch, answering
+   requests from the mailbox between batches), then wait for the next tick while
+   answering requests.
+
+It publishes an immutable `ActorStatus` after every step.  It returns only when
+cancelled; it raises on a failure the supervisor should handle (backoff and restart),
+after recording the account's health.  A rejected login does not raise: the actor
+parks (still holding the lock, so no other process retries either) until the
+supervisor replaces it because the credentials changed.
+
+Cancellation: every cleanup (LOGOUT, lock release, owner record, pending requests
+answered) is shielded and bounded, so cancelling an actor finishes within seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import trio
+
+from actors import status as st
+from actors.messages import FetchBody, Reply, Request, SyncNow
+from actors.registry import MAILBOX_SIZE, ActorUnavailable, Registry
+from mailbridge.accountops import endpoint_of
+from mailbridge.aio.db import AccountLock
+from mailbridge.aio.imap import ImapSession
+from mailbridge.config import Settings
+from mailbridge.errors import (
+    DatabaseError,
+    ImapAuthError,
+    ImapCommandError,
+    ImapConnectError,
+    ImapConnectionLost,
+    ImapError,
+    LockLost,
+    MailbridgeError,
+    MessageGone,
+    MessageTooLarge,
+    SecretError,
+)
+from mailbridge.imap.responses import parse_body_fetch, parse_fetch, parse_select
+from mailbridge.imap.throttle import Throttle
+from mailbridge.secrets import Cipher
+from mailbridge.store import accounts as account_store
+from mailbridge.store.accounts import Account
+from mailbridge.sync import health as hs
+from mailbridge.sync.account import discover, sync_folder_steps
+from mailbridge.sync.folder import Folder, Step, load_folders
+from mailbridge.sync.planner import plan_cycle
+
+log = logging.getLogger(__name__)
+CLEANUP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ActorTiming:
+    """Intervals an actor keeps (tests shorten them)."""
+
+    standby_retry: float = 5.0      # seconds between lock attempts while another process owns it
+    lock_probe: float = 5.0         # seconds between checks that the lock connection is alive
+    heartbeat: float = 15.0         # seconds between owner/heartbeat_at updates
+    rediscover: float = 300.0       # seconds between LISTs (the first cycle always LISTs)
+
+
+@dataclass(frozen=True, slots=True)
+class ActorDeps:
+    """What every actor of a process shares."""
+
+    db: Any
+    settings: Settings
+    registry: Registry
+    owner: str                      # host:pid, stored in accounts.owner
+    timing: ActorTiming = ActorTiming()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (else `exc`)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+class AccountActor:
+    """Syncs one account; see the module doc for its life."""
+
+    def __init__(self, account: Account, deps: ActorDeps, *, throttle: Throttle, restarts: int = 0) -> None:
+        self.account = account
+        self.deps = deps
+        self.throttle = throttle
+        self.cycles = 0  # completed cycles (the supervisor resets its backoff after one)
+        self._health = hs.initial(_now())
+        self._commands = 0
+        self._send, self._mailbox = trio.open_memory_channel[Request](MAILBOX_SIZE)
+        self._status = st.ActorStatus(account_id=account.id, email=account.email, state=st.STARTING,
+                                      health=str(self._health.health), restarts=restarts,
+                                      step="taking the account lock")
+        self._rr_offset = 0
+        self._last_discovery: float | None = None
+        self._selected: str | None = None  # raw name of the mailbox a request left selected
+        self._publish()
+
+    # --- status ------------------------------------------------------------------------
+
+    @property
+    def status(self) -> st.ActorStatus:
+        return self._status
+
+    def _publish(self, **changes: Any) -> None:
+        changes.setdefault("mailbox_depth", self._send.statistics().current_buffer_used)
+        changes.setdefault("commands", self._commands)
+        changes.setdefault("throttle_waits", self.throttle.waits)
+        changes.setdefault("cycles", self.cycles)
+        self._status = self._status.evolve(**changes)
+        self.deps.registry.publish(self._status)
+
+    def _count_command(self, name: str) -> None:
+        self._commands += 1
+
+    async def _health_event(self, event: hs.Event, *, store: bool = True) -> None:
+        """Advance the health machine; write it to the account row when we own it."""
+        new = hs.advance(self._health, event, _now())
+        if new is self._health:
+            return
+        self._health = new
+        self._publish(health=str(new.health), health_reason=new.reason)
+        if store:
+            try:
+                with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+                    await account_store.set_health(self.deps.db, self.account.id, str(new.health), new.reason)
+            except DatabaseError as exc:
+                log.warning("account %d: cannot store health %s: %s", self.account.id, new.health, exc)
+
+    # --- life --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled; raises (after recording health) when it should be restarted."""
+        a = self.account
+        try:
+            async with AccountLock.hold(self.deps.db.dsn, a.id) as lock:
+                await self._wait_for_lock(lock)
+                log.info("account %d (%s): lock taken; syncing as %s", a.id, a.email, self.deps.owner)
+                self._publish(state=st.CONNECTING, lock_held=True, step="logging in", last_error=None)
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._guard_lock, lock)
+                        nursery.start_soon(self._heartbeat)
+                        await self._with_session()
+                        nursery.cancel_scope.cancel()
+                except BaseException as exc:
+                    cause = root_cause(exc)
+                    if isinstance(cause, Exception):
+                        await self._record_failure(cause)  # still the owner: health is ours to write
+                    raise
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+                        try:
+                            await account_store.set_owner(self.deps.db, a.id, None, only_if=self.deps.owner)
+                        except DatabaseError:
+                            pass
+        except BaseException as exc:
+            cause = root_cause(exc)
+            self._publish(lock_held=False)
+            if isinstance(cause, Exception):
+                self._publish(last_error=_describe(cause))
+                if cause is not exc:
+                    raise cause from None
+            raise
+        finally:
+            self._close_mailbox()
+
+    async def _wait_for_lock(self, lock: AccountLock) -> None:
+        timing = self.deps.timing
+        while not lock.acquired:
+            owner = None
+            try:
+                owner = await self.deps.db.fetchval("SELECT owner FROM accounts WHERE id = $1", self.account.id)
+            except DatabaseError:
+                pass
+            await self._health_event(hs.Event("standby", f"synced by {owner or 'another process'}"), store=False)
+            self._publish(state=st.STANDBY, lock_held=False,
+                          step=f"standby: {owner or 'another process'} holds the account lock")
+            await trio.sleep(timing.standby_retry * random.uniform(0.8, 1.2))
+            await lock.retry()
+
+    async def _guard_lock(self, lock: AccountLock) -> None:
+        """Raise LockLost as soon as the lock connection is gone (cancelling IMAP work)."""
+        while True:
+            with trio.move_on_after(self.deps.timing.lock_probe):
+                await lock.lost.wait()
+            await lock.probe()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            try:
+                await account_store.set_owner(self.deps.db, self.account.id, self.deps.owner)
+            except DatabaseError as exc:
+                log.warning("account %d: heartbeat failed: %s", self.account.id, exc)
+            await trio.sleep(self.deps.timing.heartbeat)
+
+    async def _record_failure(self, exc: Exception) -> None:
+        if isinstance(exc, LockLost):
+            return  # the lock's next owner decides the health now
+        if isinstance(exc, ImapConnectError):
+            await self._health_event(hs.Event("unreachable", str(exc)))
+        else:
+            await self._health_event(hs.Event("error", _describe(exc)))
+
+    # --- the session -------------------------------------------------------------------
+
+    async def _with_session(self) -> None:
+        a = self.account
+        settings = self.deps.settings
+        token = await account_store.get_password_encrypted(self.deps.db, a.id)
+        try:
+            password = Cipher(settings.require_keys()).decrypt(token)
+        except SecretError as exc:
+            # retrying cannot help: wait (holding the lock) until the account or the keys change
+            await self._health_event(hs.Event("error", str(exc)))
+            self._publish(state=st.PARKED, step="waiting for a key that opens the password", last_error=str(exc))
+            await trio.sleep_forever()
+        try:
+            async with ImapSession.open(endpoint_of(a), password, timeout=settings.imap_timeout,
+                                        connect_timeout=settings.connect_timeout, gate=self.throttle,
+                                        on_command=self._count_command) as session:
+                del password
+                self.deps.registry.attach_mailbox(a.id, self._send)
+                self._publish(step="logged in")
+                await session.enable("CONDSTORE")
+                await self._loop(session)
+        except ImapAuthError as exc:
+            log.warning("account %d: %s; waiting for new credentials", a.id, exc)
+            await self._health_event(hs.Event("auth_failed", str(exc)))
+            self._publish(state=st.PARKED, step="waiting for new credentials", last_error=str(exc))
+            self.deps.registry.attach_mailbox(a.id, None)
+            await trio.sleep_forever()
+        finally:
+            self.deps.registry.attach_mailbox(a.id, None)
+
+    async def _loop(self, session: ImapSession) -> None:
+        poll = self.deps.settings.poll_seconds
+        while True:
+            started = trio.current_time()
+            await self._cycle(session)
+            deadline = started + poll
+            self._publish(state=st.IDLE, folder=None, step="waiting for the next cycle",
+                          next_cycle_at=_now() + timedelta(seconds=max(0.0, deadline - trio.current_time())))
+            await self._wait(session, deadline)
+
+    async def _wait(self, session: ImapSession, deadline: float) -> None:
+        """Answer requests until `deadline` or a SyncNow."""
+        while True:
+            with trio.move_on_at(deadline):
+                request = await self._mailbox.receive()
+                if isinstance(request.payload, SyncNow):
+                    request.answer(Reply(value="scheduled"))
+                    return
+                await self._answer(session, request)
+                self._publish()
+                continue
+            return
+
+    # --- one cycle ---------------------------------------------------------------------
+
+    async def _cycle(self, session: ImapSession) -> None:
+        a = self.account
+        settings = self.deps.settings
+        t0 = trio.current_time()
+        db = self.deps.db
+        if self._last_discovery is None or t0 - self._last_discovery >= self.deps.timing.rediscover:
+            self._publish(state=st.SYNCING, step="listing folders")
+            folders = await discover(db, session, a.id, a.excluded_folders)
+            self._last_discovery = t0
+        else:
+            folders = await load_folders(db, a.id)
+        plan = plan_cycle(
+            folders, now=_now(), offset=self._rr_offset, folders_per_tick=settings.folders_per_tick,
+            reconcile_every=timedelta(hours=settings.reconcile_hours),
+            reconcile_jitter=timedelta(minutes=settings.reconcile_jitter_minutes),
+            scans_per_tick=settings.flag_scans_per_tick)
+        self._rr_offset = plan.next_offset
+        await self._health_event(hs.Event("cycle_started", initial_pending=plan.initial_pending))
+        problems: list[str] = [f"folder {f.name!r} is parked" for f in folders if f.parked and not f.excluded]
+        added = changed = removed = 0
+        for work in plan.work:
+            try:
+                async for step in self._folder_steps(session, work.folder, work.reconcile):
+                    added += step.added
+                    changed += step.changed
+                    removed += step.removed
+                    if step.phase == "parked":
+                        problems.append(f"folder {step.folder!r} parked: {step.detail}")
+            except ImapCommandError as exc:
+                # one folder's refusal (NO/BAD) must not stop the others
+                log.warning("account %d: folder %r: %s", a.id, work.folder.name, exc)
+                problems.append(f"folder {work.folder.name!r}: {exc}")
+        self.cycles += 1
+        await self._health_event(hs.Event("cycle_done", "; ".join(problems) or None))
+        log.info("account %d: cycle %d: %d folder(s), +%d ~%d -%d in %.1f s", a.id, self.cycles,
+                 len(plan.work), added, changed, removed, trio.current_time() - t0)
+
+    async def _folder_steps(self, session: ImapSession, folder: Folder, reconcile: bool):
+        """The folder's steps; requests are answered after each one."""
+        self._publish(state=st.SYNCING, folder=folder.name, step=f"syncing {folder.name}")
+        steps = sync_folder_steps(self.deps.db, session, folder, self.deps.settings, reconcile=reconcile)
+        try:
+            async for step in steps:
+                self._selected = folder.raw_name
+                self._progress(step)
+                yield step
+                if not await self._between_steps(session, folder):
+                    log.info("account %d: folder %r changed while answering a request; next cycle resumes",
+                             self.account.id, folder.name)
+                    return
+        finally:
+            await steps.aclose()
+
+    def _progress(self, step: Step) -> None:
+        synced = step.synced
+        if step.phase != "done" and not synced:
+            previous = next((p for p in self._status.folders if p.name == step.folder), None)
+            synced = previous.synced if previous else 0
+        self._status = self._status.with_folder(st.FolderProgress(step.folder, step.phase, synced, step.total))
+        self._publish(step=f"{step.phase} {step.folder}")
+
+    async def _between_steps(self, session: ImapSession, folder: Folder) -> bool:
+        """Answer waiting requests; if one selected another mailbox, re-select `folder`.
+        False when the folder cannot go on (its UIDVALIDITY changed meanwhile)."""
+        moved = False
+        while True:
+            try:
+                request = self._mailbox.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if isinstance(request.payload, SyncNow):
+                request.answer(Reply(value="running"))
+                continue
+            await self._answer(session, request)
+            moved = moved or self._selected != folder.raw_name
+        if not moved:
+            return True
+        response = await session.select(folder.raw_name, condstore=True)
+        self._selected = folder.raw_name
+        info = parse_select(response.lines_and_text)
+        stored = await self.deps.db.fetchval("SELECT uidvalidity FROM folders WHERE id = $1", folder.id)
+        return stored is None or info.uidvalidity == stored
+
+    # --- requests ----------------------------------------------------------------------
+
+    async def _answer(self, session: ImapSession, request: Request) -> None:
+        try:
+            value = await self._fetch_body(session, request.payload)
+        except (MailbridgeError, ImapError) as exc:
+            request.answer(Reply(error=exc))
+            if isinstance(exc, ImapConnectionLost):
+                raise
+        except BaseException:
+            request.answer(Reply(error=ActorUnavailable("the actor stopped while answering", 5.0)))
+            raise
+        else:
+            request.answer(Reply(value=value))
+
+    async def _fetch_body(self, session: ImapSession, req: FetchBody) -> bytes:
+        response = await session.select(req.folder_raw_name, readonly=True)
+        self._selected = req.folder_raw_name
+        info = parse_select(response.lines_and_text)
+        if req.uidvalidity is not None and info.uidvalidity != req.uidvalidity:
+            raise MessageGone(f"the folder was reset on the server (UIDVALIDITY changed); UID {req.uid} is gone")
+        sized = await session.uid_fetch(str(req.uid), "(UID RFC822.SIZE)")
+        size = next((m.size_bytes for m in parse_fetch(sized.lines)
+                     if getattr(m, "uid", None) == req.uid and getattr(m, "size_bytes", None) is not None), None)
+        if size is None:
+            raise MessageGone(f"message UID {req.uid} is no longer on the server")
+        if size > req.max_bytes:
+            raise MessageTooLarge(f"the message is {size} bytes, over the limit of {req.max_bytes} "
+                                  "(MAILBRIDGE_BODY_MAX_BYTES)", size, req.max_bytes)
+        response = await session.uid_fetch(str(req.uid), "(UID BODY.PEEK[])")
+        uid, body = parse_body_fetch(response.lines)
+        if body is None:
+            raise MessageGone(f"message UID {req.uid} is no longer on the server")
+        return body
+
+    def _close_mailbox(self) -> None:
+        """Answer whatever is still queued (callers must not wait for a dead actor)."""
+        self.deps.registry.attach_mailbox(self.account.id, None)
+        self._send.close()
+        while True:
+            try:
+                request = self._mailbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            request.answer(Reply(error=ActorUnavailable(
+                f"account {self.account.id}'s actor stopped; try again shortly", 5.0)))
+        self._mailbox.close()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, MailbridgeError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+ActorFactory = Callable[[Account, Throttle, int], AccountActor]
+
+__all__ = ["AccountActor", "ActorDeps", "ActorFactory", "ActorTiming", "root_cause"]

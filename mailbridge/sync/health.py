@@ -1,0 +1,123 @@
+"""An account's health: a small pure state machine (no I/O, no clock of its own).
+
+States (the values of ``accounts.health``):
+
+============  ===================================================================
+starting      an actor was started and has not finished its first cycle yet
+standby       another process holds the account's lock and syncs it
+syncing       logged in; an initial sync (or re-sync after a reset) is under way
+healthy       the last cycle finished with every included folder up to date
+degraded      the last cycle finished, but something needs a look: a folder parked
+              after repeated UIDVALIDITY resets, a folder that failed, or a
+              transient error after a healthy spell (the actor is retrying)
+auth_failed   the server rejected the credentials; nothing is retried until they
+              change (so a wrong password never turns into a login storm)
+unreachable   the server could not be reached or the connection keeps dropping
+disabled      the account is switched off (``enabled = false``)
+over_limit    beyond MAILBRIDGE_MAX_ACCOUNTS: not synced
+============  ===================================================================
+
+Transitions, by event (`Event.kind`):
+
+- ``started``: any state → starting (a new actor; also after credentials changed)
+- ``standby``: → standby
+- ``cycle_started``: → syncing when an initial sync is pending (a new account, a new
+  folder, a reset); otherwise starting/standby/unreachable → syncing and every other
+  state stays (a routine cycle of a healthy account is not news)
+- ``cycle_done``: → healthy, or degraded with the reason when the cycle reports one
+- ``auth_failed``: → auth_failed (sticky: only ``started``, ``disabled`` and
+  ``over_limit`` leave it)
+- ``unreachable``: → unreachable
+- ``error``: → degraded (a crash the supervisor will retry)
+- ``disabled`` / ``over_limit``: → that state, from anywhere
+
+The time a state was entered (`since`) is kept when an event leaves the state as it is,
+so "healthy since 09:14" means exactly that.  Only a change of state or reason makes a
+new `HealthState` with a new `since`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+
+class Health(str, Enum):
+    STARTING = "starting"
+    STANDBY = "standby"
+    SYNCING = "syncing"
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    AUTH_FAILED = "auth_failed"
+    UNREACHABLE = "unreachable"
+    DISABLED = "disabled"
+    OVER_LIMIT = "over_limit"
+
+    def __str__(self) -> str:  # so f-strings and JSON show "healthy", not "Health.HEALTHY"
+        return self.value
+
+
+EVENT_KINDS = frozenset({"started", "standby", "cycle_started", "cycle_done", "auth_failed",
+                         "unreachable", "error", "disabled", "over_limit"})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened to an account's actor."""
+
+    kind: str
+    reason: str | None = None
+    initial_pending: bool = False  # cycle_started: some folder still needs its initial sync
+
+    def __post_init__(self) -> None:
+        if self.kind not in EVENT_KINDS:
+            raise ValueError(f"unknown health event {self.kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthState:
+    """An account's health, why, and since when."""
+
+    health: Health
+    reason: str | None
+    since: datetime
+
+
+def initial(now: datetime) -> HealthState:
+    return HealthState(Health.STARTING, None, now)
+
+
+def _target(state: HealthState, event: Event) -> tuple[Health, str | None]:
+    h = state.health
+    kind = event.kind
+    if kind in ("started", "disabled", "over_limit"):
+        return Health(kind if kind != "started" else "starting"), event.reason
+    if h is Health.AUTH_FAILED:
+        return h, state.reason  # sticky until new credentials start a new actor
+    if kind == "standby":
+        return Health.STANDBY, event.reason
+    if kind == "cycle_started":
+        if event.initial_pending:
+            return Health.SYNCING, event.reason
+        if h in (Health.STARTING, Health.STANDBY, Health.UNREACHABLE):
+            return Health.SYNCING, event.reason
+        return h, state.reason
+    if kind == "cycle_done":
+        return (Health.DEGRADED, event.reason) if event.reason else (Health.HEALTHY, None)
+    if kind == "auth_failed":
+        return Health.AUTH_FAILED, event.reason
+    if kind == "unreachable":
+        return Health.UNREACHABLE, event.reason
+    return Health.DEGRADED, event.reason  # error
+
+
+def advance(state: HealthState, event: Event, now: datetime) -> HealthState:
+    """The state after `event`; `state` itself when nothing changes."""
+    health, reason = _target(state, event)
+    if health is state.health and reason == state.reason:
+        return state
+    return HealthState(health, reason, now)
+
+
+__all__ = ["EVENT_KINDS", "Event", "Health", "HealthState", "advance", "initial"]

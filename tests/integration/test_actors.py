@@ -1,0 +1,206 @@
+"""The Supervisor and AccountActors in-process, against real Postgres and Dovecot.
+
+A counting proxy (tests/support/imap_proxy.py) sits between the actors and Dovecot
+where a test must know what reached the server (LOGINs, commands per minute) or must
+cut the connection.
+"""
+
+from __future__ import annotations
+
+import random
+
+import trio
+
+from actors import status as st
+from actors.messages import FetchBody
+from actors.registry import ActorUnavailable
+from mailbridge.errors import MessageGone, MessageTooLarge
+from mailbridge.imap.throttle import Throttle
+from mailbridge.secrets import Cipher
+from mailbridge.testing.imapctl import MailboxClient
+from mailbridge.testing.mailgen import corpus, make_message
+from tests.support.actors import insert_account, running_supervisor, settings_for
+from tests.support.imap_proxy import ImapProxy
+from tests.support.mirror import assert_exact, mirror, server_truth
+
+
+def fill_small(dovecot, user, folders=("INBOX", "Sent", "Archive", "Lists.python-dev"), per_folder=40):
+    with MailboxClient(dovecot, user) as client:
+        for folder in folders:
+            if folder != "INBOX":
+                client.create(folder)
+            client.append_many(folder, list(corpus(per_folder, seed=len(folder))))
+
+
+def synced(status: st.ActorStatus) -> bool:
+    return status.state == st.IDLE and status.cycles >= 1
+
+
+async def test_actor_mirrors_every_folder_and_new_mail(dovecot, mail_user, db_dsn, encryption_key):
+    fill_small(dovecot, mail_user)
+    settings = settings_for(db_dsn, encryption_key)
+    async with running_supervisor(db_dsn, settings) as h:
+        account_id = await insert_account(h.db, settings, username=mail_user.username,
+                                          password=mail_user.password, port=dovecot.port)
+        await h.wait_status(account_id, synced, 60, "the first cycle")
+        assert_exact(server_truth(dovecot, mail_user), await mirror(db_dsn, account_id))
+        status = h.status(account_id)
+        assert status.lock_held and status.health == "healthy" and status.restarts == 0
+        inbox = next(p for p in status.folders if p.name == "INBOX")
+        assert inbox.synced == inbox.total == 40
+        assert await h.db.fetchval("SELECT owner FROM accounts WHERE id = $1", account_id) == "test-host:1"
+
+        with MailboxClient(dovecot, mail_user) as client:
+            client.append("INBOX", make_message(5001, rng=random.Random(1)))
+        with trio.fail_after(10):
+            while len((await mirror(db_dsn, account_id)).get("INBOX", {})) < 41:
+                await trio.sleep(0.1)
+        assert_exact(server_truth(dovecot, mail_user), await mirror(db_dsn, account_id))
+
+
+async def test_body_fetch_goes_through_the_owning_actor(dovecot, mail_user, db_dsn, encryption_key):
+    fill_small(dovecot, mail_user, folders=("INBOX", "Archive"), per_folder=20)
+    settings = settings_for(db_dsn, encryption_key)
+    async with running_supervisor(db_dsn, settings) as h:
+        account_id = await insert_account(h.db, settings, username=mail_user.username,
+                                          password=mail_user.password, port=dovecot.port)
+        await h.wait_status(account_id, synced, 60, "the first cycle")
+        row = await h.db.fetchrow(
+            """SELECT f.id AS folder_id, f.raw_name, f.uidvalidity, m.uid FROM messages m
+               JOIN folders f ON f.id = m.folder_id WHERE f.name = 'Archive' ORDER BY m.uid LIMIT 1""")
+        request = FetchBody(row["folder_id"], row["raw_name"], row["uidvalidity"], row["uid"], 10_000_000)
+        body = await h.registry.request(account_id, request, timeout=10)
+        with MailboxClient(dovecot, mail_user) as client:
+            assert body == client.fetch_raw("Archive", row["uid"])
+            assert "\\Seen" not in client.flags("Archive")[row["uid"]]  # BODY.PEEK never marks read
+        try:
+            await h.registry.request(account_id, FetchBody(row["folder_id"], row["raw_name"], row["uidvalidity"],
+                                                           row["uid"], 10), timeout=10)
+            raise AssertionError("a body over the limit was served")
+        except MessageTooLarge as exc:
+            assert exc.limit == 10 and exc.size == len(body)
+        try:
+            await h.registry.request(account_id, FetchBody(row["folder_id"], row["raw_name"], row["uidvalidity"],
+                                                           999_999, 10_000_000), timeout=10)
+            raise AssertionError("a missing message was served")
+        except MessageGone:
+            pass
+        try:
+            await h.registry.request(4242, request, timeout=1)
+            raise AssertionError("an unknown account answered")
+        except ActorUnavailable:
+            pass
+
+
+async def test_dropped_connection_restarts_the_actor_with_backoff(dovecot, mail_user, db_dsn, encryption_key):
+    fill_small(dovecot, mail_user, folders=("INBOX",), per_folder=10)
+    settings = settings_for(db_dsn, encryption_key)
+    proxy = ImapProxy("127.0.0.1", dovecot.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        async with running_supervisor(db_dsn, settings) as h:
+            account_id = await insert_account(h.db, settings, username=mail_user.username,
+                                              password=mail_user.password, port=proxy.port)
+            await h.wait_status(account_id, synced, 30, "the first cycle")
+            await proxy.drop_all()
+            await h.wait_status(account_id, lambda s: s.state == st.BACKOFF, 10, "a backoff after the drop")
+            crashed = h.status(account_id)
+            assert crashed.restarts == 1 and crashed.last_error and crashed.retry_at is not None
+            assert not crashed.lock_held
+            await h.wait_status(account_id, lambda s: synced(s) and s.restarts == 1 and s.lock_held, 30,
+                                "the restarted actor's cycle")
+            assert proxy.connections == 2
+            assert h.status(account_id).health == "healthy"
+        nursery.cancel_scope.cancel()
+
+
+async def test_wrong_password_parks_without_a_login_storm(dovecot, mail_user, db_dsn, encryption_key):
+    settings = settings_for(db_dsn, encryption_key)
+    proxy = ImapProxy("127.0.0.1", dovecot.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        async with running_supervisor(db_dsn, settings) as h:
+            account_id = await insert_account(h.db, settings, username=mail_user.username,
+                                              password="not-the-password", port=proxy.port)
+            await h.wait_status(account_id, lambda s: s.state == st.PARKED, 15, "the actor to park")
+            await trio.sleep(4)  # many poll intervals and backoffs: nothing may retry
+            assert proxy.count("LOGIN") == 1
+            status = h.status(account_id)
+            assert status.health == "auth_failed" and "authentication failed" in status.health_reason
+            assert "not-the-password" not in repr(status.to_json())
+            row = await h.db.fetchrow("SELECT health, health_reason FROM accounts WHERE id = $1", account_id)
+            assert row["health"] == "auth_failed"
+            assert await h.db.fetchval(
+                "SELECT count(*) FROM events WHERE kind = 'account_health' AND payload->>'health' = 'auth_failed'") == 1
+
+            token = Cipher(settings.require_keys()).encrypt(mail_user.password)
+            await h.db.execute("UPDATE accounts SET password_encrypted = $2, credentials_changed_at = now() "
+                               "WHERE id = $1", account_id, token)
+            await h.wait_status(account_id, lambda s: synced(s) and s.health == "healthy", 15,
+                                "new credentials to wake the account")
+            assert proxy.count("LOGIN") == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_throttle_bounds_the_commands_reaching_the_server(dovecot, mail_user, db_dsn, encryption_key):
+    fill_small(dovecot, mail_user, folders=("INBOX", "A", "B", "C", "D", "E"), per_folder=3)
+    per_minute = 12
+    settings = settings_for(db_dsn, encryption_key, MAILBRIDGE_COMMANDS_PER_MINUTE=str(per_minute))
+    proxy = ImapProxy("127.0.0.1", dovecot.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        async with running_supervisor(db_dsn, settings) as h:
+            start = trio.current_time()
+            account_id = await insert_account(h.db, settings, username=mail_user.username,
+                                              password=mail_user.password, port=proxy.port)
+            await trio.sleep(12)
+            elapsed = trio.current_time() - start
+            status = h.status(account_id)
+        nursery.cancel_scope.cancel()
+    sent = [t for t, _, name in proxy.commands if name != "LOGOUT"]
+    bucket = Throttle(per_minute)
+    allowed = bucket.burst + bucket.rate * elapsed
+    assert 3 <= len(sent) <= allowed + 1e-9, (len(sent), allowed, proxy.commands)
+    assert status.throttle_waits > 0 and status.cycles == 0  # still throttled mid-first-cycle
+
+
+async def test_accounts_added_disabled_removed_are_noticed_within_2_s(dovecot, mail_user, db_dsn, encryption_key):
+    settings = settings_for(db_dsn, encryption_key)
+    async with running_supervisor(db_dsn, settings, rescan_seconds=600) as h:  # only NOTIFY can be this quick
+        await trio.sleep(0.3)
+        account_id = await insert_account(h.db, settings, username=mail_user.username,
+                                          password=mail_user.password, port=dovecot.port)
+        took = await h.wait_status(account_id, lambda s: s.lock_held, 2, "the new account's actor to take its lock")
+        assert took < 2
+        await h.wait_status(account_id, synced, 30, "the first cycle")
+
+        await h.db.execute("UPDATE accounts SET enabled = false WHERE id = $1", account_id)
+        await h.wait_status(account_id, lambda s: s.state == st.STOPPED and s.health == "disabled", 2,
+                            "the disabled account's actor to stop")
+        await h.wait_for(lambda: account_id not in h.supervisor.running, 2, "the child to go")
+        with trio.fail_after(2):
+            while await h.advisory_lock_held(account_id):
+                await trio.sleep(0.05)
+
+        await h.db.execute("UPDATE accounts SET enabled = true WHERE id = $1", account_id)
+        await h.wait_status(account_id, lambda s: s.lock_held, 2, "the re-enabled account's actor")
+        await h.db.execute("DELETE FROM accounts WHERE id = $1", account_id)
+        await h.wait_for(lambda: h.status(account_id) is None, 2, "the removed account to leave the registry")
+        with trio.fail_after(2):
+            while await h.advisory_lock_held(account_id):
+                await trio.sleep(0.05)
+
+
+async def test_accounts_over_the_limit_are_reported_not_run(dovecot, db_dsn, encryption_key):
+    users = [dovecot.add_user() for _ in range(3)]
+    settings = settings_for(db_dsn, encryption_key, MAILBRIDGE_MAX_ACCOUNTS="5")
+    limited = settings_for(db_dsn, encryption_key, MAILBRIDGE_MAX_ACCOUNTS="2")
+    async with running_supervisor(db_dsn, limited) as h:
+        ids = [await insert_account(h.db, settings, username=u.username, password=u.password, port=dovecot.port)
+               for u in users]
+        await h.wait_status(ids[2], lambda s: s.state == st.STOPPED and s.health == "over_limit", 5,
+                            "the newest account to be over the limit")
+        await h.wait_status(ids[0], synced, 30, "the oldest account to sync")
+        await h.wait_status(ids[1], synced, 30, "the second account to sync")
+        assert h.supervisor.running == ids[:2]
+        assert await h.db.fetchval("SELECT health FROM accounts WHERE id = $1", ids[2]) == "over_limit"
