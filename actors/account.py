@@ -187,6 +187,9 @@ class AccountActor:
 
     async def _wait_for_lock(self, lock: AccountLock) -> None:
         timing = self.deps.timing
+        if not lock.acquired:
+            log.info("account %d: standby: another process holds its lock; retrying every %g s",
+                     self.account.id, timing.standby_retry)
         while not lock.acquired:
             owner = None
             try:

@@ -67,7 +67,8 @@ class Harness:
     async def advisory_lock_held(self, account_id: int) -> bool:
         return bool(await self.db.fetchval(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 "
-            "AND granted", 0x6D62, account_id))
+            "AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            0x6D62, account_id))
 
 
 @asynccontextmanager
