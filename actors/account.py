@@ -34,6 +34,7 @@ import trio
 from actors import status as st
 from actors.messages import FetchBody, Reply, Request, SyncNow
 from actors.registry import MAILBOX_SIZE, ActorUnavailable, Registry
+from mailbridge import metrics
 from mailbridge.accountops import endpoint_of
 from mailbridge.aio.db import AccountLock
 from mailbridge.aio.imap import ImapSession
@@ -51,18 +52,20 @@ from mailbridge.errors import (
     MessageTooLarge,
     SecretError,
 )
-from mailbridge.imap.responses import parse_body_fetch, parse_fetch, parse_select
+from mailbridge.imap.responses import parse_body_fetch, parse_exists_expunge, parse_fetch, parse_select
 from mailbridge.imap.throttle import Throttle
 from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
+from mailbridge.store import retention as retention_store
 from mailbridge.store.accounts import Account
 from mailbridge.sync import health as hs
 from mailbridge.sync.account import discover, sync_folder_steps
-from mailbridge.sync.folder import Folder, Step, load_folders
+from mailbridge.sync.folder import Folder, Step, load_folder, load_folders
 from mailbridge.sync.planner import plan_cycle
 
 log = logging.getLogger(__name__)
 CLEANUP_TIMEOUT = 5.0
+EXPIRY_INTERVAL = 24 * 3600.0  # seconds between retention runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,9 @@ class AccountActor:
         self._rr_offset = 0
         self._last_discovery: float | None = None
         self._selected: str | None = None  # raw name of the mailbox a request left selected
+        self._inbox: Folder | None = None  # the folder to IDLE on (INBOX, when included)
+        self._last_expiry: float | None = None
+        self._idle_refused = False
         self._publish()
 
     # --- status ------------------------------------------------------------------------
@@ -132,6 +138,7 @@ class AccountActor:
 
     def _count_command(self, name: str) -> None:
         self._commands += 1
+        metrics.IMAP_COMMANDS.labels(name).inc()
 
     async def _health_event(self, event: hs.Event, *, store: bool = True) -> None:
         """Advance the health machine; write it to the account row when we own it."""
@@ -218,6 +225,7 @@ class AccountActor:
             await trio.sleep(self.deps.timing.heartbeat)
 
     async def _record_failure(self, exc: Exception) -> None:
+        metrics.ERRORS.labels(type(exc).__name__).inc()
         if isinstance(exc, LockLost):
             return  # the lock's next owner decides the health now
         if isinstance(exc, ImapConnectError):
@@ -267,17 +275,93 @@ class AccountActor:
             await self._wait(session, deadline)
 
     async def _wait(self, session: ImapSession, deadline: float) -> None:
-        """Answer requests until `deadline` or a SyncNow."""
-        while True:
-            with trio.move_on_at(deadline):
-                request = await self._mailbox.receive()
-                if isinstance(request.payload, SyncNow):
-                    request.answer(Reply(value="scheduled"))
+        """Until `deadline` or a SyncNow: answer requests, and where the server offers
+        IDLE, idle on INBOX and sync it as soon as the server announces a change."""
+        while trio.current_time() < deadline:
+            if self._inbox is None or not session.has("IDLE") or self._idle_refused:
+                if await self._wait_for_request(session, deadline):
                     return
-                await self._answer(session, request)
-                self._publish()
                 continue
+            kind, value = await self._idle_once(session, deadline)
+            if kind == "request":
+                if isinstance(value.payload, SyncNow):
+                    value.answer(Reply(value="scheduled"))
+                    return
+                await self._answer(session, value)
+                self._publish()
+            elif kind == "push":
+                await self._sync_inbox(session, reconcile=True, why="server push")
+
+    async def _wait_for_request(self, session: ImapSession, deadline: float) -> bool:
+        """Answer one request arriving before `deadline`; True for a SyncNow."""
+        with trio.move_on_at(deadline):
+            request = await self._mailbox.receive()
+            if isinstance(request.payload, SyncNow):
+                request.answer(Reply(value="scheduled"))
+                return True
+            await self._answer(session, request)
+            self._publish()
+        return False
+
+    async def _idle_once(self, session: ImapSession, deadline: float) -> tuple[str, Any]:
+        """SELECT INBOX (syncing it first if it changed since we last looked), then IDLE
+        until a push that matters, a request, the deadline or the re-IDLE interval.
+        Returns ("push", ServerPush) / ("request", Request) / ("timeout", None)."""
+        inbox = self._inbox
+        assert inbox is not None
+        response = await session.select(inbox.raw_name, condstore=True)
+        self._selected = inbox.raw_name
+        info = parse_select(response.lines_and_text)
+        stored = await self.deps.db.fetchrow(
+            "SELECT uidnext, highestmodseq, server_message_count FROM folders WHERE id = $1", inbox.id)
+        if stored is None:
+            self._inbox = None
+            return "timeout", None
+        if (info.uidnext != stored["uidnext"] or info.exists != stored["server_message_count"]
+                or (info.highestmodseq is not None and info.highestmodseq != stored["highestmodseq"])):
+            await self._sync_inbox(session, reconcile=True, why="changed while not idling")
+            return "timeout", None
+        until = min(deadline, trio.current_time() + self.deps.settings.idle_seconds)
+        result: tuple[str, Any] = ("timeout", None)
+        self._publish(state=st.IDLE, folder=None, step="idling on INBOX (IMAP IDLE)")
+        try:
+            async with session.idle() as stream, trio.open_nursery() as nursery:
+                nursery.cancel_scope.deadline = until
+
+                async def pushes() -> None:
+                    nonlocal result
+                    while True:
+                        push = parse_exists_expunge(await stream.next_push())
+                        if push.exists is not None or push.expunged_seqs or push.vanished_uids or \
+                                push.flag_updates or push.fetch_seqs_without_uid:
+                            result = ("push", push)
+                            nursery.cancel_scope.cancel()
+                            return
+
+                async def requests() -> None:
+                    nonlocal result
+                    request = await self._mailbox.receive()
+                    result = ("request", request)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(pushes)
+                nursery.start_soon(requests)
+        except ImapCommandError as exc:
+            if exc.command != "IDLE":
+                raise
+            log.warning("account %d: IDLE refused (%s); polling instead", self.account.id, exc)
+            self._idle_refused = True
+        return result
+
+    async def _sync_inbox(self, session: ImapSession, *, reconcile: bool, why: str) -> None:
+        inbox = await load_folder(self.deps.db, self._inbox.id) if self._inbox else None
+        if inbox is None or inbox.excluded or inbox.parked:
+            self._inbox = None
             return
+        log.debug("account %d: syncing INBOX (%s)", self.account.id, why)
+        async for step in self._folder_steps(session, inbox, reconcile):
+            pass
+        self._publish(state=st.IDLE, folder=None)
 
     # --- one cycle ---------------------------------------------------------------------
 
@@ -298,7 +382,9 @@ class AccountActor:
             reconcile_jitter=timedelta(minutes=settings.reconcile_jitter_minutes),
             scans_per_tick=settings.flag_scans_per_tick)
         self._rr_offset = plan.next_offset
+        self._inbox = next((f for f in folders if f.name == "INBOX" and not f.excluded and not f.parked), None)
         await self._health_event(hs.Event("cycle_started", initial_pending=plan.initial_pending))
+        await self._expire_old(session, t0)
         problems: list[str] = [f"folder {f.name!r} is parked" for f in folders if f.parked and not f.excluded]
         added = changed = removed = 0
         for work in plan.work:
@@ -312,11 +398,30 @@ class AccountActor:
             except ImapCommandError as exc:
                 # one folder's refusal (NO/BAD) must not stop the others
                 log.warning("account %d: folder %r: %s", a.id, work.folder.name, exc)
+                metrics.ERRORS.labels(type(exc).__name__).inc()
                 problems.append(f"folder {work.folder.name!r}: {exc}")
         self.cycles += 1
+        metrics.CYCLE_SECONDS.observe(trio.current_time() - t0)
         await self._health_event(hs.Event("cycle_done", "; ".join(problems) or None))
         log.info("account %d: cycle %d: %d folder(s), +%d ~%d -%d in %.1f s", a.id, self.cycles,
                  len(plan.work), added, changed, removed, trio.current_time() - t0)
+
+    async def _expire_old(self, session: ImapSession, now: float) -> None:
+        """Daily, with MAILBRIDGE_RETENTION_DAYS set: drop messages older than the window,
+        1,000 per transaction, answering requests between batches."""
+        days = self.deps.settings.retention_days
+        if not days or (self._last_expiry is not None and now - self._last_expiry < EXPIRY_INTERVAL):
+            return
+        self._last_expiry = now
+        cutoff = _now() - timedelta(days=days)
+        self._publish(state=st.SYNCING, step=f"expiring messages older than {days} days")
+        total = 0
+        while n := await retention_store.expire_batch(self.deps.db, self.account.id, cutoff):
+            total += n
+            metrics.MESSAGES.labels("expired").inc(n)
+            await self._between_steps(session, None)
+        if total:
+            log.info("account %d: %d message(s) older than %d days left the mirror", self.account.id, total, days)
 
     async def _folder_steps(self, session: ImapSession, folder: Folder, reconcile: bool):
         """The folder's steps; requests are answered after each one."""
@@ -335,14 +440,17 @@ class AccountActor:
             await steps.aclose()
 
     def _progress(self, step: Step) -> None:
+        metrics.count_step(step.added, step.changed, step.removed)
+        previous = next((p for p in self._status.folders if p.name == step.folder), None)
         synced = step.synced
         if step.phase != "done" and not synced:
-            previous = next((p for p in self._status.folders if p.name == step.folder), None)
             synced = previous.synced if previous else 0
-        self._status = self._status.with_folder(st.FolderProgress(step.folder, step.phase, synced, step.total))
+        synced_at = _now() if step.phase == "done" else (previous.synced_at if previous else None)
+        self._status = self._status.with_folder(
+            st.FolderProgress(step.folder, step.phase, synced, step.total, synced_at))
         self._publish(step=f"{step.phase} {step.folder}")
 
-    async def _between_steps(self, session: ImapSession, folder: Folder) -> bool:
+    async def _between_steps(self, session: ImapSession, folder: Folder | None) -> bool:
         """Answer waiting requests; if one selected another mailbox, re-select `folder`.
         False when the folder cannot go on (its UIDVALIDITY changed meanwhile)."""
         moved = False
@@ -356,7 +464,7 @@ class AccountActor:
                 continue
             await self._answer(session, request)
             moved = moved or self._selected != folder.raw_name
-        if not moved:
+        if not moved or folder is None:
             return True
         response = await session.select(folder.raw_name, condstore=True)
         self._selected = folder.raw_name

@@ -34,6 +34,7 @@ class FolderProgress:
     phase: str         # select, initial, incremental, reconcile, done, parked, gone, ...
     synced: int        # rows mirrored
     total: int | None  # messages on the server (EXISTS)
+    synced_at: datetime | None = None  # when it was last brought fully up to date
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +78,8 @@ class ActorStatus:
             if isinstance(value, datetime):
                 value = value.isoformat()
             elif key == "folders":
-                value = [{"name": p.name, "phase": p.phase, "synced": p.synced, "total": p.total}
-                         for p in value]
+                value = [{"name": p.name, "phase": p.phase, "synced": p.synced, "total": p.total,
+                          "synced_at": p.synced_at.isoformat() if p.synced_at else None} for p in value]
             out[key] = value
         return out
 

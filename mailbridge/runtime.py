@@ -116,12 +116,92 @@ async def cmd_sync(ctx: "Context", args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+SHUTDOWN_GRACE = 9.0  # seconds from the first signal to a forced exit
+
+
 async def cmd_serve(ctx: "Context", args: argparse.Namespace) -> int:
-    raise NotYetAvailable("`serve` is not available in this build yet")
+    """Preflight, then the supervisor (and its actors) until SIGINT/SIGTERM.
+
+    The first signal cancels everything: each actor's batch commits or rolls back, its
+    session logs out and its lock is released (all shielded and bounded); a second
+    signal, or cleanup that outlasts SHUTDOWN_GRACE, exits at once.
+    """
+    import signal
+    import threading
+
+    from actors.account import AccountActor, ActorDeps
+    from actors.registry import Registry
+    from actors.supervisor import DbAccountSource, Supervisor
+    from mailbridge.aio.db import Database, pool_size_for
+    from mailbridge.metrics import install_snapshot_collector
+    from mailbridge.preflight import run_preflight
+
+    settings = ctx.settings
+    checks = await run_preflight(settings, ctx.dsn)
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<15} {check.detail}", flush=True)
+    if not all(c.ok for c in checks):
+        raise MailbridgeError("preflight failed (see above); `mailbridge serve` did not start")
+    print("ok   http            not in this build yet; watch with `mailbridge accounts list`", flush=True)
+
+    owner = process_owner()
+    async with Database.connect(ctx.dsn, max_size=pool_size_for(settings.max_accounts)) as db:
+        registry = Registry()
+        install_snapshot_collector(registry.snapshots)
+        deps = ActorDeps(db=db, settings=settings, registry=registry, owner=owner)
+        supervisor = Supervisor(
+            DbAccountSource(db), registry, max_accounts=settings.max_accounts,
+            commands_per_minute=settings.commands_per_minute,
+            actor_factory=lambda account, throttle, restarts: AccountActor(
+                account, deps, throttle=throttle, restarts=restarts))
+        work = trio.CancelScope()
+        timers: list = []
+
+        async def watch(signals) -> None:
+            async for signum in signals:
+                if work.cancel_called:
+                    os._exit(128 + signum)  # the second signal: at once
+                print(f"mailbridge: {signal.Signals(signum).name}: stopping "
+                      "(a second signal exits at once)", file=sys.stderr, flush=True)
+                timers.append(_arm_forced_exit(threading))
+                work.cancel()
+
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(watch, signals)
+                with work:
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(supervisor.run)
+                        print(f"serving as {owner}: {len(supervisor.running)} account(s) running; "
+                              "Ctrl-C or SIGTERM stops", flush=True)
+                outer.cancel_scope.cancel()
+        for timer in timers:
+            timer.cancel()
+    print("stopped: every batch committed or rolled back, locks released", flush=True)
+    return 0
+
+
+def _arm_forced_exit(threading) -> None:
+    def force() -> None:
+        print(f"mailbridge: shutdown took over {SHUTDOWN_GRACE:g} s; exiting now "
+              "(Postgres releases the locks with the connections)", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    timer = threading.Timer(SHUTDOWN_GRACE, force)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 async def cmd_verify(ctx: "Context", args: argparse.Namespace) -> int:
-    raise NotYetAvailable("`verify` is not available in this build yet")
+    from mailbridge.aio.db import Database
+    from mailbridge.verify import format_report, verify_account
+
+    async with Database.connect(ctx.dsn, max_size=2) as db:
+        report = await verify_account(db, ctx.settings, args.id)
+    for line in format_report(report):
+        print(line, flush=True)
+    return 0 if report.clean else 1
 
 
 async def cmd_demo(ctx: "Context", args: argparse.Namespace) -> int:

@@ -204,3 +204,65 @@ async def test_accounts_over_the_limit_are_reported_not_run(dovecot, db_dsn, enc
         await h.wait_status(ids[1], synced, 30, "the second account to sync")
         assert h.supervisor.running == ids[:2]
         assert await h.db.fetchval("SELECT health FROM accounts WHERE id = $1", ids[2]) == "over_limit"
+
+
+async def test_idle_brings_new_inbox_mail_and_flag_changes_within_seconds(dovecot, mail_user, db_dsn,
+                                                                          encryption_key):
+    fill_small(dovecot, mail_user, folders=("INBOX", "Archive"), per_folder=10)
+    settings = settings_for(db_dsn, encryption_key, MAILBRIDGE_POLL_SECONDS="600")  # only IDLE can be quick
+    async with running_supervisor(db_dsn, settings) as h:
+        account_id = await insert_account(h.db, settings, username=mail_user.username,
+                                          password=mail_user.password, port=dovecot.port)
+        await h.wait_status(account_id, lambda s: s.state == st.IDLE and "IDLE" in s.step, 30, "IDLE on INBOX")
+        with MailboxClient(dovecot, mail_user) as client:
+            client.append("INBOX", make_message(7001, rng=random.Random(2)))
+            appended = trio.current_time()
+            with trio.fail_after(5):
+                while await h.db.fetchval("SELECT count(*) FROM messages m JOIN folders f ON f.id = m.folder_id "
+                                          "WHERE f.name = 'INBOX'") < 11:
+                    await trio.sleep(0.05)
+            took_new = trio.current_time() - appended
+            uid = client.uids("INBOX")[0]
+            client.store("INBOX", [uid], add=["\\Flagged"])
+            client.expunge_uids("INBOX", [client.uids("INBOX")[1]])
+        with trio.fail_after(5):
+            while True:
+                rows = await mirror(db_dsn, account_id)
+                if len(rows["INBOX"]) == 10 and "\\Flagged" in rows["INBOX"][uid]["flags"]:
+                    break
+                await trio.sleep(0.05)
+        assert_exact(server_truth(dovecot, mail_user), await mirror(db_dsn, account_id))
+        assert took_new < 5
+        assert h.status(account_id).cycles == 1  # all of it through IDLE, no second cycle
+
+
+async def test_metrics_after_a_sync(dovecot, mail_user, db_dsn, encryption_key):
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def samples() -> dict[tuple, float]:
+        out = {}
+        for family in text_string_to_metric_families(generate_latest().decode()):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out
+
+    before = samples()
+    fill_small(dovecot, mail_user, folders=("INBOX", "Archive"), per_folder=15)
+    settings = settings_for(db_dsn, encryption_key)
+    async with running_supervisor(db_dsn, settings) as h:
+        account_id = await insert_account(h.db, settings, username=mail_user.username,
+                                          password=mail_user.password, port=dovecot.port)
+        await h.wait_status(account_id, synced, 30, "the first cycle")
+        after = samples()
+    grew = lambda key: after.get(key, 0) - before.get(key, 0)  # noqa: E731
+    assert grew(("mailbridge_messages_total", (("kind", "added"),))) >= 30
+    assert grew(("mailbridge_imap_commands_total", (("command", "LOGIN"),))) >= 1
+    assert grew(("mailbridge_imap_commands_total", (("command", "UID FETCH"),))) >= 2
+    assert grew(("mailbridge_cycle_seconds_count", ())) >= 1
+    account = str(account_id)
+    assert after[("mailbridge_actor_restarts_total", (("account_id", account),))] == 0
+    assert ("mailbridge_throttle_waits_total", (("account_id", account),)) in after
+    assert after[("mailbridge_accounts", (("health", "healthy"),))] >= 1
+    lag = after[("mailbridge_folder_lag_seconds", (("account_id", account), ("folder", "Archive")))]
+    assert 0 <= lag < 30

@@ -15,6 +15,7 @@ from actors.status import ActorStatus
 from actors.supervisor import DbAccountSource, RestartPolicy, Supervisor
 from mailbridge.aio.db import Database
 from mailbridge.config import Settings, load_settings
+from mailbridge.metrics import install_snapshot_collector
 from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
 from mailbridge.store.accounts import NewAccount
@@ -78,6 +79,7 @@ async def running_supervisor(db_dsn: str, settings: Settings, *, timing: ActorTi
     """A Supervisor with real actors for the block; cancelled (cleanly) on exit."""
     async with Database.connect(db_dsn, max_size=6) as db:
         registry = Registry()
+        install_snapshot_collector(registry.snapshots)
         deps = ActorDeps(db=db, settings=settings, registry=registry, owner=owner, timing=timing)
         supervisor = Supervisor(
             DbAccountSource(db), registry, max_accounts=settings.max_accounts,
