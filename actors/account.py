@@ -27,7 +27,7 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import trio
 
@@ -52,7 +52,13 @@ from mailbridge.errors import (
     MessageTooLarge,
     SecretError,
 )
-from mailbridge.imap.responses import parse_body_fetch, parse_exists_expunge, parse_fetch, parse_select
+from mailbridge.imap.responses import (
+    parse_body_fetch,
+    parse_exists_expunge,
+    parse_fetch,
+    parse_select,
+    parse_status,
+)
 from mailbridge.imap.throttle import Throttle
 from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
@@ -61,11 +67,12 @@ from mailbridge.store.accounts import Account
 from mailbridge.sync import health as hs
 from mailbridge.sync.account import discover, sync_folder_steps
 from mailbridge.sync.folder import Folder, Step, load_folder, load_folders
-from mailbridge.sync.planner import plan_cycle
+from mailbridge.sync.planner import CyclePlan, FolderWork, plan_cycle, status_changed
 
 log = logging.getLogger(__name__)
 CLEANUP_TIMEOUT = 5.0
 EXPIRY_INTERVAL = 24 * 3600.0  # seconds between retention runs
+INBOX_RESCAN = 5.0  # least seconds between INBOX flag scans before IDLE (servers without CONDSTORE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +82,7 @@ class ActorTiming:
     standby_retry: float = 5.0      # seconds between lock attempts while another process owns it
     lock_probe: float = 5.0         # seconds between checks that the lock connection is alive
     heartbeat: float = 15.0         # seconds between owner/heartbeat_at updates
-    rediscover: float = 300.0       # seconds between LISTs (the first cycle always LISTs)
+    rediscover: float = 0.0         # least seconds between LISTs (0: every cycle; one command)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +115,7 @@ class AccountActor:
         self.deps = deps
         self.throttle = throttle
         self.cycles = 0  # completed cycles (the supervisor resets its backoff after one)
+        self.retired = False  # set by the supervisor when it stops this actor: publish no more
         self._health = hs.initial(_now())
         self._commands = 0
         self._send, self._mailbox = trio.open_memory_channel[Request](MAILBOX_SIZE)
@@ -115,11 +123,13 @@ class AccountActor:
                                       health=str(self._health.health), restarts=restarts,
                                       step="taking the account lock")
         self._rr_offset = 0
+        self._status_offset = 0
         self._last_discovery: float | None = None
         self._selected: str | None = None  # raw name of the mailbox a request left selected
         self._inbox: Folder | None = None  # the folder to IDLE on (INBOX, when included)
         self._last_expiry: float | None = None
         self._idle_refused = False
+        self._inbox_scanned_at = float("-inf")  # trio time of INBOX's last flag scan
         self._publish()
 
     # --- status ------------------------------------------------------------------------
@@ -134,7 +144,8 @@ class AccountActor:
         changes.setdefault("throttle_waits", self.throttle.waits)
         changes.setdefault("cycles", self.cycles)
         self._status = self._status.evolve(**changes)
-        self.deps.registry.publish(self._status)
+        if not self.retired:
+            self.deps.registry.publish(self._status)
 
     def _count_command(self, name: str) -> None:
         self._commands += 1
@@ -253,7 +264,7 @@ class AccountActor:
                 del password
                 self.deps.registry.attach_mailbox(a.id, self._send)
                 self._publish(step="logged in")
-                await session.enable("CONDSTORE")
+                await session.enable("QRESYNC", "CONDSTORE")
                 await self._loop(session)
         except ImapAuthError as exc:
             log.warning("account %d: %s; waiting for new credentials", a.id, exc)
@@ -265,32 +276,40 @@ class AccountActor:
             self.deps.registry.attach_mailbox(a.id, None)
 
     async def _loop(self, session: ImapSession) -> None:
+        """A full cycle every tick; half way between, a light one (LIST and STATUS of the
+        folders the full cycle did not visit), so a change in any folder shows within
+        about half a tick plus the time to fetch it."""
         poll = self.deps.settings.poll_seconds
         while True:
             started = trio.current_time()
             await self._cycle(session)
-            deadline = started + poll
-            self._publish(state=st.IDLE, folder=None, step="waiting for the next cycle",
-                          next_cycle_at=_now() + timedelta(seconds=max(0.0, deadline - trio.current_time())))
-            await self._wait(session, deadline)
+            for light, deadline in ((True, started + poll / 2), (False, started + poll)):
+                self._publish(state=st.IDLE, folder=None, step="waiting for the next cycle",
+                              next_cycle_at=_now() + timedelta(seconds=max(0.0, deadline - trio.current_time())))
+                if await self._wait(session, deadline):
+                    break  # SyncNow: a full cycle at once
+                if light:
+                    await self._cycle(session, light=True)
 
-    async def _wait(self, session: ImapSession, deadline: float) -> None:
-        """Until `deadline` or a SyncNow: answer requests, and where the server offers
-        IDLE, idle on INBOX and sync it as soon as the server announces a change."""
+    async def _wait(self, session: ImapSession, deadline: float) -> bool:
+        """Until `deadline` (False) or a SyncNow (True): answer requests, and where the
+        server offers IDLE, idle on INBOX and sync it as soon as the server announces a
+        change."""
         while trio.current_time() < deadline:
             if self._inbox is None or not session.has("IDLE") or self._idle_refused:
                 if await self._wait_for_request(session, deadline):
-                    return
+                    return True
                 continue
             kind, value = await self._idle_once(session, deadline)
             if kind == "request":
                 if isinstance(value.payload, SyncNow):
                     value.answer(Reply(value="scheduled"))
-                    return
+                    return True
                 await self._answer(session, value)
                 self._publish()
             elif kind == "push":
                 await self._sync_inbox(session, reconcile=True, why="server push")
+        return False
 
     async def _wait_for_request(self, session: ImapSession, deadline: float) -> bool:
         """Answer one request arriving before `deadline`; True for a SyncNow."""
@@ -304,23 +323,39 @@ class AccountActor:
         return False
 
     async def _idle_once(self, session: ImapSession, deadline: float) -> tuple[str, Any]:
-        """SELECT INBOX (syncing it first if it changed since we last looked), then IDLE
-        until a push that matters, a request, the deadline or the re-IDLE interval.
-        Returns ("push", ServerPush) / ("request", Request) / ("timeout", None)."""
+        """Make sure INBOX is current, then IDLE on it until a push that matters, a
+        request, the deadline or the re-IDLE interval.
+        Returns ("push", ServerPush) / ("request", Request) / ("timeout", None).
+
+        INBOX still selected: a NOOP collects what the server queued since (flag changes
+        included).  Otherwise SELECT and compare UIDNEXT/EXISTS/HIGHESTMODSEQ with what
+        the last visit stored; without CONDSTORE that cannot show flag changes made since
+        INBOX was last scanned, so it is scanned again first (at most every few seconds).
+        """
         inbox = self._inbox
         assert inbox is not None
-        response = await session.select(inbox.raw_name, condstore=True)
-        self._selected = inbox.raw_name
-        info = parse_select(response.lines_and_text)
-        stored = await self.deps.db.fetchrow(
-            "SELECT uidnext, highestmodseq, server_message_count FROM folders WHERE id = $1", inbox.id)
-        if stored is None:
-            self._inbox = None
-            return "timeout", None
-        if (info.uidnext != stored["uidnext"] or info.exists != stored["server_message_count"]
-                or (info.highestmodseq is not None and info.highestmodseq != stored["highestmodseq"])):
-            await self._sync_inbox(session, reconcile=True, why="changed while not idling")
-            return "timeout", None
+        condstore = bool(session.enabled & {"CONDSTORE", "QRESYNC"})
+        if self._selected == inbox.raw_name:
+            news = parse_exists_expunge((await session.noop()).lines)
+            if _meaningful(news):
+                await self._sync_inbox(session, reconcile=True, why="news before IDLE")
+                return "timeout", None
+        else:
+            if not condstore and trio.current_time() - self._inbox_scanned_at > INBOX_RESCAN:
+                await self._sync_inbox(session, reconcile=True, why="flag scan before IDLE")
+                return "timeout", None
+            response = await session.select(inbox.raw_name, condstore=True)
+            self._selected = inbox.raw_name
+            info = parse_select(response.lines_and_text)
+            stored = await self.deps.db.fetchrow(
+                "SELECT uidnext, highestmodseq, server_message_count FROM folders WHERE id = $1", inbox.id)
+            if stored is None:
+                self._inbox = None
+                return "timeout", None
+            if (info.uidnext != stored["uidnext"] or info.exists != stored["server_message_count"]
+                    or (info.highestmodseq is not None and info.highestmodseq != stored["highestmodseq"])):
+                await self._sync_inbox(session, reconcile=True, why="changed while not idling")
+                return "timeout", None
         until = min(deadline, trio.current_time() + self.deps.settings.idle_seconds)
         result: tuple[str, Any] = ("timeout", None)
         self._publish(state=st.IDLE, folder=None, step="idling on INBOX (IMAP IDLE)")
@@ -332,8 +367,7 @@ class AccountActor:
                     nonlocal result
                     while True:
                         push = parse_exists_expunge(await stream.next_push())
-                        if push.exists is not None or push.expunged_seqs or push.vanished_uids or \
-                                push.flag_updates or push.fetch_seqs_without_uid:
+                        if _meaningful(push):
                             result = ("push", push)
                             nursery.cancel_scope.cancel()
                             return
@@ -359,13 +393,18 @@ class AccountActor:
             self._inbox = None
             return
         log.debug("account %d: syncing INBOX (%s)", self.account.id, why)
-        async for step in self._folder_steps(session, inbox, reconcile):
+        condstore = bool(session.enabled & {"CONDSTORE", "QRESYNC"})
+        async for step in self._folder_steps(session, inbox, FolderWork(inbox, flag_scan=reconcile and not condstore)):
             pass
+        if reconcile:
+            self._inbox_scanned_at = trio.current_time()
         self._publish(state=st.IDLE, folder=None)
 
     # --- one cycle ---------------------------------------------------------------------
 
-    async def _cycle(self, session: ImapSession) -> None:
+    async def _cycle(self, session: ImapSession, *, light: bool = False) -> None:
+        """One cycle (see `mailbridge.sync.planner`).  A light cycle visits only folders
+        that are new or whose STATUS changed, and does no scans or reconciles."""
         a = self.account
         settings = self.deps.settings
         t0 = trio.current_time()
@@ -376,23 +415,33 @@ class AccountActor:
             self._last_discovery = t0
         else:
             folders = await load_folders(db, a.id)
+        condstore = bool(session.enabled & {"CONDSTORE", "QRESYNC"})
         plan = plan_cycle(
-            folders, now=_now(), offset=self._rr_offset, folders_per_tick=settings.folders_per_tick,
+            folders, now=_now(), offset=self._rr_offset, status_offset=self._status_offset,
+            folders_per_tick=settings.folders_per_tick, status_per_tick=settings.status_checks_per_tick,
+            scans_per_tick=settings.flag_scans_per_tick, condstore=condstore,
             reconcile_every=timedelta(hours=settings.reconcile_hours),
-            reconcile_jitter=timedelta(minutes=settings.reconcile_jitter_minutes),
-            scans_per_tick=settings.flag_scans_per_tick)
-        self._rr_offset = plan.next_offset
+            reconcile_jitter=timedelta(minutes=settings.reconcile_jitter_minutes))
+        if light:
+            plan = CyclePlan(tuple(w for w in plan.work if not w.folder.initial_sync_complete),
+                             tuple(f for f in folders if f.initial_sync_complete and not f.is_priority
+                                   and not f.excluded and not f.parked)[: settings.status_checks_per_tick],
+                             plan.next_offset, plan.next_status_offset)
+        else:
+            self._rr_offset, self._status_offset = plan.next_offset, plan.next_status_offset
         self._inbox = next((f for f in folders if f.name == "INBOX" and not f.excluded and not f.parked), None)
         await self._health_event(hs.Event("cycle_started", initial_pending=plan.initial_pending))
-        await self._expire_old(session, t0)
+        if not light:
+            await self._expire_old(session, t0)
         problems: list[str] = [f"folder {f.name!r} is parked" for f in folders if f.parked and not f.excluded]
-        added = changed = removed = 0
-        for work in plan.work:
+        totals = [0, 0, 0]
+
+        async def visit(work: FolderWork) -> None:
             try:
-                async for step in self._folder_steps(session, work.folder, work.reconcile):
-                    added += step.added
-                    changed += step.changed
-                    removed += step.removed
+                async for step in self._folder_steps(session, work.folder, work):
+                    totals[0] += step.added
+                    totals[1] += step.changed
+                    totals[2] += step.removed
                     if step.phase == "parked":
                         problems.append(f"folder {step.folder!r} parked: {step.detail}")
             except ImapCommandError as exc:
@@ -400,11 +449,42 @@ class AccountActor:
                 log.warning("account %d: folder %r: %s", a.id, work.folder.name, exc)
                 metrics.ERRORS.labels(type(exc).__name__).inc()
                 problems.append(f"folder {work.folder.name!r}: {exc}")
-        self.cycles += 1
-        metrics.CYCLE_SECONDS.observe(trio.current_time() - t0)
+
+        for work in plan.work:
+            await visit(work)
+        visited = len(plan.work)
+        for folder in await self._changed_by_status(session, plan.status_checks, condstore):
+            await visit(FolderWork(folder))
+            visited += 1
+        if not light:
+            self.cycles += 1
+            metrics.CYCLE_SECONDS.observe(trio.current_time() - t0)
         await self._health_event(hs.Event("cycle_done", "; ".join(problems) or None))
-        log.info("account %d: cycle %d: %d folder(s), +%d ~%d -%d in %.1f s", a.id, self.cycles,
-                 len(plan.work), added, changed, removed, trio.current_time() - t0)
+        log.info("account %d: cycle %d: %d folder(s) visited, %d checked, +%d ~%d -%d in %.1f s", a.id,
+                 self.cycles, visited, len(plan.status_checks), *totals, trio.current_time() - t0)
+
+    async def _changed_by_status(self, session: ImapSession, folders: Sequence[Folder],
+                                 condstore: bool) -> list[Folder]:
+        """The folders whose STATUS differs from what their last visit stored."""
+        if not folders:
+            return []
+        self._publish(state=st.SYNCING, folder=None, step=f"checking {len(folders)} folder(s) with STATUS")
+        stored = {r["id"]: r["server_message_count"] for r in await self.deps.db.fetch(
+            "SELECT id, server_message_count FROM folders WHERE account_id = $1", self.account.id)}
+        items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"] + (["HIGHESTMODSEQ"] if condstore else [])
+        changed = []
+        for folder in folders:
+            try:
+                info = parse_status((await session.status(folder.raw_name, items)).lines)
+            except ImapCommandError as exc:
+                log.info("account %d: STATUS %r refused (%s); visiting it", self.account.id, folder.name, exc)
+                changed.append(folder)
+                continue
+            if status_changed(folder, messages=info.messages, uidnext=info.uidnext, uidvalidity=info.uidvalidity,
+                              highestmodseq=info.highestmodseq, stored_messages=stored.get(folder.id)):
+                changed.append(folder)
+            await self._between_steps(session, None)
+        return changed
 
     async def _expire_old(self, session: ImapSession, now: float) -> None:
         """Daily, with MAILBRIDGE_RETENTION_DAYS set: drop messages older than the window,
@@ -423,10 +503,12 @@ class AccountActor:
         if total:
             log.info("account %d: %d message(s) older than %d days left the mirror", self.account.id, total, days)
 
-    async def _folder_steps(self, session: ImapSession, folder: Folder, reconcile: bool):
+    async def _folder_steps(self, session: ImapSession, folder: Folder, work: FolderWork | None = None):
         """The folder's steps; requests are answered after each one."""
+        work = work or FolderWork(folder)
         self._publish(state=st.SYNCING, folder=folder.name, step=f"syncing {folder.name}")
-        steps = sync_folder_steps(self.deps.db, session, folder, self.deps.settings, reconcile=reconcile)
+        steps = sync_folder_steps(self.deps.db, session, folder, self.deps.settings, flag_scan=work.flag_scan,
+                                  full_reconcile=work.full_reconcile)
         try:
             async for step in steps:
                 self._selected = folder.raw_name
@@ -451,10 +533,11 @@ class AccountActor:
         self._publish(step=f"{step.phase} {step.folder}")
 
     async def _between_steps(self, session: ImapSession, folder: Folder | None) -> bool:
-        """Answer waiting requests; if one selected another mailbox, re-select `folder`.
-        False when the folder cannot go on (its UIDVALIDITY changed meanwhile)."""
+        """Answer the requests waiting now (not those arriving meanwhile: a steady stream
+        of requests must not stop the sync); if one selected another mailbox, re-select
+        `folder`.  False when the folder cannot go on (its UIDVALIDITY changed meanwhile)."""
         moved = False
-        while True:
+        for _ in range(self._send.statistics().current_buffer_used):
             try:
                 request = self._mailbox.receive_nowait()
             except trio.WouldBlock:
@@ -463,7 +546,8 @@ class AccountActor:
                 request.answer(Reply(value="running"))
                 continue
             await self._answer(session, request)
-            moved = moved or self._selected != folder.raw_name
+            self._publish()
+            moved = moved or (folder is not None and self._selected != folder.raw_name)
         if not moved or folder is None:
             return True
         response = await session.select(folder.raw_name, condstore=True)
@@ -488,16 +572,23 @@ class AccountActor:
             request.answer(Reply(value=value))
 
     async def _fetch_body(self, session: ImapSession, req: FetchBody) -> bytes:
-        response = await session.select(req.folder_raw_name, readonly=True)
-        self._selected = req.folder_raw_name
-        info = parse_select(response.lines_and_text)
-        if req.uidvalidity is not None and info.uidvalidity != req.uidvalidity:
+        """The message's raw source.  One command when its folder is already selected and
+        its size is known from the mirror; EXAMINE (read-only) first otherwise."""
+        if self._selected == req.folder_raw_name:
+            current = await self.deps.db.fetchval("SELECT uidvalidity FROM folders WHERE id = $1", req.folder_id)
+        else:
+            response = await session.select(req.folder_raw_name, readonly=True)
+            self._selected = req.folder_raw_name
+            current = parse_select(response.lines_and_text).uidvalidity
+        if req.uidvalidity is not None and current != req.uidvalidity:
             raise MessageGone(f"the folder was reset on the server (UIDVALIDITY changed); UID {req.uid} is gone")
-        sized = await session.uid_fetch(str(req.uid), "(UID RFC822.SIZE)")
-        size = next((m.size_bytes for m in parse_fetch(sized.lines)
-                     if getattr(m, "uid", None) == req.uid and getattr(m, "size_bytes", None) is not None), None)
+        size = req.size
         if size is None:
-            raise MessageGone(f"message UID {req.uid} is no longer on the server")
+            sized = await session.uid_fetch(str(req.uid), "(UID RFC822.SIZE)")
+            size = next((m.size_bytes for m in parse_fetch(sized.lines)
+                         if getattr(m, "uid", None) == req.uid and getattr(m, "size_bytes", None) is not None), None)
+            if size is None:
+                raise MessageGone(f"message UID {req.uid} is no longer on the server")
         if size > req.max_bytes:
             raise MessageTooLarge(f"the message is {size} bytes, over the limit of {req.max_bytes} "
                                   "(MAILBRIDGE_BODY_MAX_BYTES)", size, req.max_bytes)
@@ -505,6 +596,9 @@ class AccountActor:
         uid, body = parse_body_fetch(response.lines)
         if body is None:
             raise MessageGone(f"message UID {req.uid} is no longer on the server")
+        if len(body) > req.max_bytes:
+            raise MessageTooLarge(f"the message is {len(body)} bytes, over the limit of {req.max_bytes} "
+                                  "(MAILBRIDGE_BODY_MAX_BYTES)", len(body), req.max_bytes)
         return body
 
     def _close_mailbox(self) -> None:
@@ -519,6 +613,12 @@ class AccountActor:
             request.answer(Reply(error=ActorUnavailable(
                 f"account {self.account.id}'s actor stopped; try again shortly", 5.0)))
         self._mailbox.close()
+
+
+def _meaningful(push: Any) -> bool:
+    """Whether untagged news says the selected mailbox changed (not just "still here")."""
+    return bool(push.exists is not None or push.expunged_seqs or push.vanished_uids or push.flag_updates
+                or push.fetch_seqs_without_uid)
 
 
 def _describe(exc: BaseException) -> str:

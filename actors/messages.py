@@ -36,6 +36,7 @@ class FetchBody:
     uidvalidity: int | None
     uid: int
     max_bytes: int
+    size: int | None = None  # RFC822.SIZE as mirrored (a UID's size never changes); None: ask
 
 
 @dataclass(frozen=True, slots=True)

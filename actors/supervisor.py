@@ -115,6 +115,13 @@ class _Child:
     done: trio.Event = field(default_factory=trio.Event)
     restarts: int = 0
     recent: deque = field(default_factory=deque)  # trio times of recent restarts
+    actor: AccountActor | None = None
+
+    def stop(self) -> None:
+        """Cancel the child; its actor's late snapshots no longer reach the registry."""
+        if self.actor is not None:
+            self.actor.retired = True
+        self.scope.cancel()
 
 
 class Supervisor:
@@ -187,7 +194,7 @@ class Supervisor:
             if account is None or fingerprint(account) != child.fingerprint:
                 why = "removed or disabled" if account is None else "changed"
                 log.info("account %d %s: stopping its actor", account_id, why)
-                child.scope.cancel()
+                child.stop()
                 del self._children[account_id]
                 if account is not None:
                     self._spawn(account, after=child.done)
@@ -240,7 +247,7 @@ class Supervisor:
                     await after.wait()
                 failures = 0
                 while True:
-                    actor = self.actor_factory(account, child.throttle, child.restarts)
+                    actor = child.actor = self.actor_factory(account, child.throttle, child.restarts)
                     try:
                         await actor.run()
                         return

@@ -305,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("verify", runtime.cmd_verify, "compare the mirror with the server; exit 1 on drift")
     p.add_argument("id", type=int)
     p = command("demo", runtime.cmd_demo, "a throwaway local mailbox synced into the embedded database")
+    p.set_defaults(needs_db=False)  # the demo starts a throwaway database of its own
     return parser
 
 

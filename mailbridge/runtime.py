@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from mailbridge.errors import ImapAuthError, ImapError, MailbridgeError, SecretError
+from mailbridge.errors import ConfigError, ImapAuthError, ImapError, MailbridgeError, SecretError
 
 if TYPE_CHECKING:
     from mailbridge.cli import Context
@@ -117,14 +117,52 @@ async def cmd_sync(ctx: "Context", args: argparse.Namespace) -> int:
 
 
 SHUTDOWN_GRACE = 9.0  # seconds from the first signal to a forced exit
+DEFAULT_PORT = 8025
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def parse_bind(bind: str | None, port: int | None, token: str | None) -> tuple[str, int]:
+    """(host, port) to listen on.  Without an API token only loopback is allowed."""
+    host, chosen = "127.0.0.1", port or DEFAULT_PORT
+    if bind:
+        raw_host, sep, raw_port = bind.rpartition(":")
+        if not sep or not raw_port.isdigit() or not 0 <= int(raw_port) < 65536:
+            raise ConfigError(f"--bind {bind!r} is not HOST:PORT (e.g. 0.0.0.0:8025)")
+        host, chosen = raw_host.strip("[]") or "0.0.0.0", int(raw_port)
+    if token is None and host not in LOOPBACK:
+        raise ConfigError(
+            f"refusing to listen on {host} without MAILBRIDGE_API_TOKEN: anyone who can reach it could "
+            "read your mail; set MAILBRIDGE_API_TOKEN (e.g. `openssl rand -hex 32`) or bind to 127.0.0.1")
+    return host, chosen
 
 
 async def cmd_serve(ctx: "Context", args: argparse.Namespace) -> int:
-    """Preflight, then the supervisor (and its actors) until SIGINT/SIGTERM.
+    """Preflight, then the HTTP API and the supervisor (and its actors) until SIGINT/SIGTERM.
 
-    The first signal cancels everything: each actor's batch commits or rolls back, its
-    session logs out and its lock is released (all shielded and bounded); a second
-    signal, or cleanup that outlasts SHUTDOWN_GRACE, exits at once.
+    Shutdown order: HTTP stops taking requests and lets in-flight ones finish (or answers
+    503), then the actors stop: each batch commits or rolls back, sessions log out, locks
+    are released (all shielded and bounded).  A second signal, or a shutdown that
+    outlasts SHUTDOWN_GRACE, exits at once.
+    """
+    from mailbridge.preflight import run_preflight
+
+    settings = ctx.settings
+    host, port = parse_bind(args.bind, settings.port, settings.api_token)
+    checks = await run_preflight(settings, ctx.dsn)
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<15} {check.detail}", flush=True)
+    if not all(c.ok for c in checks):
+        raise MailbridgeError("preflight failed (see above); `mailbridge serve` did not start")
+    await serve_until_signal(ctx, host, port)
+    return 0
+
+
+async def serve_until_signal(ctx: "Context", host: str, port: int, *,
+                             on_ready=None, extra_tasks=()) -> None:
+    """Run HTTP and the supervisor until SIGINT/SIGTERM (see `cmd_serve`).
+
+    `on_ready(url)` is called once both run; each of `extra_tasks` (async callables) runs
+    alongside until shutdown (the demo's mail generator).
     """
     import signal
     import threading
@@ -134,18 +172,12 @@ async def cmd_serve(ctx: "Context", args: argparse.Namespace) -> int:
     from actors.supervisor import DbAccountSource, Supervisor
     from mailbridge.aio.db import Database, pool_size_for
     from mailbridge.metrics import install_snapshot_collector
-    from mailbridge.preflight import run_preflight
+    from web.app import create_app
+    from web.server import serve_http
 
     settings = ctx.settings
-    checks = await run_preflight(settings, ctx.dsn)
-    for check in checks:
-        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<15} {check.detail}", flush=True)
-    if not all(c.ok for c in checks):
-        raise MailbridgeError("preflight failed (see above); `mailbridge serve` did not start")
-    print("ok   http            not in this build yet; watch with `mailbridge accounts list`", flush=True)
-
     owner = process_owner()
-    async with Database.connect(ctx.dsn, max_size=pool_size_for(settings.max_accounts)) as db:
+    async with Database.connect(ctx.dsn, max_size=pool_size_for(settings.max_accounts) + 4) as db:
         registry = Registry()
         install_snapshot_collector(registry.snapshots)
         deps = ActorDeps(db=db, settings=settings, registry=registry, owner=owner)
@@ -154,31 +186,41 @@ async def cmd_serve(ctx: "Context", args: argparse.Namespace) -> int:
             commands_per_minute=settings.commands_per_minute,
             actor_factory=lambda account, throttle, restarts: AccountActor(
                 account, deps, throttle=throttle, restarts=restarts))
-        work = trio.CancelScope()
+        app = create_app(registry, db, settings, require_token=settings.api_token is not None)
+        stopping = trio.Event()
         timers: list = []
 
         async def watch(signals) -> None:
             async for signum in signals:
-                if work.cancel_called:
+                if stopping.is_set():
                     os._exit(128 + signum)  # the second signal: at once
                 print(f"mailbridge: {signal.Signals(signum).name}: stopping "
                       "(a second signal exits at once)", file=sys.stderr, flush=True)
                 timers.append(_arm_forced_exit(threading))
-                work.cancel()
+                stopping.set()
 
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as outer:
                 outer.start_soon(watch, signals)
-                with work:
-                    async with trio.open_nursery() as nursery:
-                        await nursery.start(supervisor.run)
+                async with trio.open_nursery() as actors:
+                    await actors.start(supervisor.run)
+                    async with trio.open_nursery() as http:
+                        url = await http.start(serve_http, app, host, port)
+                        where = "" if settings.api_token else " (loopback only: MAILBRIDGE_API_TOKEN is not set)"
+                        print(f"ok   http            listening on {url}{where}", flush=True)
                         print(f"serving as {owner}: {len(supervisor.running)} account(s) running; "
                               "Ctrl-C or SIGTERM stops", flush=True)
+                        for task in extra_tasks:
+                            http.start_soon(task)
+                        if on_ready is not None:
+                            on_ready(url)
+                        await stopping.wait()
+                        http.cancel_scope.cancel()  # HTTP first: in-flight requests finish or get 503
+                    actors.cancel_scope.cancel()
                 outer.cancel_scope.cancel()
         for timer in timers:
             timer.cancel()
     print("stopped: every batch committed or rolled back, locks released", flush=True)
-    return 0
 
 
 def _arm_forced_exit(threading) -> None:
@@ -205,4 +247,6 @@ async def cmd_verify(ctx: "Context", args: argparse.Namespace) -> int:
 
 
 async def cmd_demo(ctx: "Context", args: argparse.Namespace) -> int:
-    raise NotYetAvailable("`demo` is not available in this build yet")
+    from mailbridge.demo import run_demo
+
+    return await run_demo(ctx)

@@ -11,7 +11,12 @@ response so far after each line: a FETCH of n messages costs O(n²).  Here:
 - `_untagged_response` strips only the leading ``"* "`` (the original replaced every
   ``"* "`` in the line) and hands an untagged response that no pending command claims
   (``VANISHED``, ``ESEARCH``, unsolicited ``EXISTS``) to the single pending command when
-  there is exactly one (mailbridge never pipelines), so nothing the server says is lost.
+  there is exactly one (mailbridge never pipelines), so nothing the server says is lost;
+- while a FETCH is the only pending command, `data_received` frames its response in one
+  tight loop (`_fetch_feed`: lines, ``{N}`` literals, the tagged completion) straight into
+  the command's lines, without the per-line handler, regex and timer calls.  The lines it
+  produces are exactly those of the generic path; anything it does not expect (a
+  continuation request, another tag) goes through the generic line handler.
 
 The behaviour is otherwise aioimaplib's; `tests/unit/test_imapproto.py` pins it.
 """
@@ -50,6 +55,100 @@ class LinearFetchCommand(_aio.FetchCommand):
 
 class LinearProtocol(_aio.IMAP4ClientProtocol):
     """The aioimaplib protocol with linear-time response handling."""
+
+    # fast FETCH framing state (see _fetch_feed)
+    _fast_cmd: "LinearFetchCommand | None" = None
+    _fast_rest: bytes = b""  # an incomplete line
+    _fast_lit: bytearray | None = None  # a literal still arriving
+    _fast_need = 0  # bytes the literal still needs
+    _fast_after_lit = False  # the next line continues the response a literal interrupted
+
+    def data_received(self, d: bytes) -> None:
+        cmd = self._fast_cmd
+        if cmd is not None and self.pending_async_commands.get("FETCH") is not cmd:
+            # the command went away (timed out): forget its half-framed response
+            self._fast_cmd, self._fast_rest, self._fast_lit, self._fast_after_lit = None, b"", None, False
+            cmd = None
+        if cmd is None:
+            if (
+                self.pending_sync_command is None
+                and self.current_command is None
+                and not self.incomplete_line
+                and len(self.pending_async_commands) == 1
+            ):
+                cmd = self.pending_async_commands.get("FETCH")
+            if type(cmd) is not LinearFetchCommand:
+                super().data_received(d)
+                return
+            self._fast_cmd = cmd
+        self._fetch_feed(cmd, d)
+
+    def _fetch_feed(self, cmd: "LinearFetchCommand", d: bytes) -> None:
+        """Frame FETCH response data into `cmd`'s lines (literals as bytearray)."""
+        lines = cmd._resp_lines
+        cmd._resp_result = "Pending"
+        cmd._reset_timer()
+        after_lit = self._fast_after_lit
+        if self._fast_lit is not None:
+            need = self._fast_need
+            if len(d) < need:
+                self._fast_lit += d
+                self._fast_need = need - len(d)
+                return
+            self._fast_lit += d[:need]
+            lines.append(self._fast_lit)
+            self._fast_lit = None
+            d = d[need:]
+            after_lit = True
+        if self._fast_rest:
+            d = self._fast_rest + d
+            self._fast_rest = b""
+        view = memoryview(d)
+        tag = cmd.tag.encode("ascii") + b" "
+        find = d.find
+        append = lines.append
+        pos, end = 0, len(d)
+        try:
+            while True:
+                eol = find(CRLF, pos)
+                if eol < 0:
+                    break
+                line = d[pos:eol]
+                pos = eol + 2
+                if after_lit:
+                    after_lit = False
+                    append(line)
+                elif line[:2] == b"* ":
+                    line = line[2:]
+                    append(line)
+                elif line.startswith(tag):
+                    self._fast_cmd = None
+                    self._fast_rest = b""
+                    self._fast_after_lit = False
+                    self._response_done(line)
+                    if pos < end:
+                        super().data_received(d[pos:])
+                    return
+                else:
+                    self._handle_line(line, None)
+                    continue
+                if line[-1:] == b"}":
+                    m = _LITERAL_END.search(line)
+                    if m is not None:
+                        size = int(m.group(1))
+                        if end - pos >= size:
+                            append(bytearray(view[pos:pos + size]))
+                            pos += size
+                            after_lit = True
+                        else:
+                            self._fast_lit = bytearray(view[pos:])
+                            self._fast_need = size - (end - pos)
+                            self._fast_after_lit = False
+                            return
+            self._fast_rest = d[pos:]
+            self._fast_after_lit = after_lit
+        finally:
+            view.release()
 
     def _handle_responses(
         self,

@@ -130,6 +130,12 @@ class Database:
         raw = await _db_call(self._pool.acquire)
         try:
             yield Connection(raw)
+        except BaseException as exc:
+            if not isinstance(exc, DatabaseError):
+                # cancelled (or worse) mid-operation: the connection's state is unknown and
+                # asyncpg would wait for a server-side cancel; drop it, the pool opens another
+                raw.terminate()
+            raise
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT) as releasing:
                 try:
@@ -146,16 +152,20 @@ class Database:
             yield conn
 
     async def execute(self, sql: str, *args: Any) -> str:
-        return await _db_call(self._pool.execute, sql, *args)
+        async with self.acquire() as conn:  # not the pool's own: a cancel must not leave a busy connection
+            return await conn.execute(sql, *args)
 
     async def fetch(self, sql: str, *args: Any) -> list[Record]:
-        return await _db_call(self._pool.fetch, sql, *args)
+        async with self.acquire() as conn:  # not the pool's own: a cancel must not leave a busy connection
+            return await conn.fetch(sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> Record | None:
-        return await _db_call(self._pool.fetchrow, sql, *args)
+        async with self.acquire() as conn:  # not the pool's own: a cancel must not leave a busy connection
+            return await conn.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await _db_call(self._pool.fetchval, sql, *args)
+        async with self.acquire() as conn:  # not the pool's own: a cancel must not leave a busy connection
+            return await conn.fetchval(sql, *args)
 
     @asynccontextmanager
     async def listen(self, channel: str, *, buffer: int = 1024) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:

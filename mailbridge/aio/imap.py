@@ -15,7 +15,7 @@ import socket
 import ssl
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Protocol, Sequence
+from typing import Any, AsyncIterator, Callable, Protocol, Sequence
 
 import trio
 from aioimaplib import aioimaplib as _aio
@@ -140,6 +140,7 @@ class ImapSession:
         self.enabled: frozenset[str] = frozenset()
         self.closed = False
         self._lost: list[BaseException | None] = []
+        self._lost_event = trio.Event()
 
     # --- opening -----------------------------------------------------------------------
 
@@ -178,10 +179,15 @@ class ImapSession:
     async def _connect(cls, endpoint, timeout, connect_timeout, gate, on_command) -> "ImapSession":
         context = _ssl_context(endpoint) if endpoint.tls == "tls" else None
         lost: list[BaseException | None] = []
+        lost_event = trio.Event()
+
+        def on_lost(exc: BaseException | None) -> None:
+            lost.append(exc)
+            lost_event.set()
 
         async def connect() -> LinearIMAP4:
             client = LinearIMAP4(endpoint.host, endpoint.port, timeout=timeout, ssl_context=context,
-                                 conn_lost_cb=lambda exc: lost.append(exc))
+                                 conn_lost_cb=on_lost)
             try:
                 await asyncio.wait_for(client.wait_hello_from_server(), connect_timeout)
             except BaseException:
@@ -201,6 +207,7 @@ class ImapSession:
             raise ImapProtocolError(f"{endpoint.describe()} did not greet as an IMAP server: {exc}") from None
         session = cls(client, endpoint, timeout=timeout, gate=gate, on_command=on_command)
         session._lost = lost
+        session._lost_event = lost_event
         session.capabilities = frozenset(c.upper() for c in client.protocol.capabilities)
         if endpoint.tls == "starttls":
             try:
@@ -279,8 +286,8 @@ class ImapSession:
             limit = self.timeout if timeout is None else timeout
             try:
                 with trio.fail_after(limit):
-                    response = await call(self._proto.run, name, *args, prefix=prefix,
-                                          untagged_resp_name=untagged)
+                    response = await self._unless_lost(self._proto.run, name, *args, prefix=prefix,
+                                                       untagged_resp_name=untagged)
             except trio.TooSlowError:
                 self._abort()
                 raise ImapTimeout(f"{prefix} {name} got no answer from {self.endpoint.describe()} in {limit:g} s".strip()) from None
@@ -291,6 +298,29 @@ class ImapSession:
                 self._abort()
                 raise ImapProtocolError(f"{name} failed at {self.endpoint.describe()}: {exc}") from None
             return ImapResponse.from_aio(response.result, response.lines)
+
+    async def _unless_lost(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Await `fn` (an asyncio coroutine function), giving up with ConnectionResetError
+        the moment the connection is lost: aioimaplib leaves a pending command waiting
+        for an answer that can no longer come."""
+        outcome: list[Any] = []
+        failure: list[BaseException] = []
+        async with trio.open_nursery() as nursery:
+            async def watch() -> None:
+                await self._lost_event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            try:
+                outcome.append(await call(fn, *args, **kwargs))
+            except Exception as exc:  # re-raised below, outside the nursery's exception group
+                failure.append(exc)
+            nursery.cancel_scope.cancel()
+        if failure:
+            raise failure[0]
+        if not outcome:
+            raise ConnectionResetError("the connection was lost")
+        return outcome[0]
 
     async def command(self, name: str, *args: str, prefix: str = "", timeout: float | None = None,
                       untagged: str | None = None, check: bool = True) -> ImapResponse:

@@ -141,6 +141,9 @@ def _is_address(addr: str) -> bool:
 
 
 def _emails(value: str, defects: list[str], field: str) -> tuple[str, ...]:
+    pairs = _addresses_fast(value, False)
+    if pairs:  # the fast path's addresses always have a local part and a domain
+        return tuple([a.lower() for _, a in pairs])
     pairs = parse_addresses(value, defects, field, names=False, lower=False)
     return tuple([a.lower() for _, a in pairs if _is_address(a)])
 
@@ -382,9 +385,11 @@ def decode_header_value(value: str, defects: list[str] | None = None) -> str:
 _ADDR = r'[^\s@"(),:;<>\[\]\\]+@[^\s@"(),:;<>\[\]\\]+'
 # One list element of the plain kind: [phrase] <addr> or a bare addr (or nothing), then
 # a comma or the end.  A phrase is plain words and quoted strings without backslashes.
+# ... or an addr followed by one simple comment, ``addr (Name)``, whose text getaddresses
+# makes the display name (no nested parentheses, quoted-pairs, quotes or commas in it).
 _ITEM = re.compile(
     r'[ \t]*(?:((?:"[^"\\\r\n]*"|[^"<>@,;:\\()\[\]\r\n])*)<[ \t]*(' + _ADDR + r')[ \t]*>'
-    r"|(" + _ADDR + r"))?[ \t]*(?:,|\Z)"
+    r"|(" + _ADDR + r")(?:[ \t]*\(([^()\\\r\n\",]*)\))?)?[ \t]*(?:,|\Z)"
 )
 _PHRASE_WORDS = re.compile(r'"([^"]*)"|([^ \t"]+)')
 _BLANKS = re.compile(r"[ \t]+")
@@ -400,9 +405,9 @@ def _addresses_fast(value: str, names: bool = True) -> list[tuple[str, str]] | N
         if m is None:
             return None
         pos = m.end()
-        phrase, angle, bare = m.groups()
+        phrase, angle, bare, comment = m.groups()
         if bare is not None:
-            out.append(("", bare))
+            out.append((comment.strip(" \t") if comment and names else "", bare))
         elif angle is not None:
             if not names:
                 name = ""

@@ -150,6 +150,20 @@ def _raw_flags(raw: bytes) -> tuple[str, ...]:
     return flags
 
 
+# The whole first line of the most common metadata FETCH response (Dovecot's item order,
+# with or without MODSEQ), its header section literal following.  Anything else goes
+# through `_fetch_fields`.  Groups: 1 UID, 2 FLAGS, 3 INTERNALDATE, 4 RFC822.SIZE,
+# 5 MODSEQ.
+_COMMON = re.compile(
+    rb"\d+ FETCH \(UID (\d+) FLAGS \(([^()\"{}\[\]]*)\) INTERNALDATE \"([^\"\\]*)\" RFC822\.SIZE (\d+)"
+    rb"(?: MODSEQ \((\d+)\))? BODY\[HEADER(?:\.FIELDS \([A-Z0-9 \-]*\))?\] \{\d+\}\Z"
+)
+
+
+# ... and of a flags-only response (a flag scan, CHANGEDSINCE): 1 UID, 2 FLAGS, 3 MODSEQ.
+_COMMON_FLAGS = re.compile(rb"\d+ FETCH \(UID (\d+) FLAGS \(([^()\"{}\[\]]*)\)(?: MODSEQ \((\d+)\))?\)\Z")
+
+
 def _fetch_fields_fast(resp: list[Part], start: int) -> tuple | None:
     """`_fetch_fields` for the usual shape of a metadata FETCH; None for anything else."""
     line = resp[0]
@@ -280,11 +294,36 @@ def parse_fetch(lines: Lines) -> Iterator[MessageMeta | FlagUpdate | FetchDefect
     unsolicited flag change) nothing; one that cannot be parsed a `FetchDefect` (with the
     UID when it can be made out).  Other responses are skipped.
     """
+    common = _COMMON.match
+    common_flags = _COMMON_FLAGS.match
     for resp in split_responses(lines):
         first = resp[0]
         if type(first) is not bytes:
             yield FetchDefect(None, "literal data outside any response")
             continue
+        if len(resp) == 1:
+            c = common_flags(first)
+            if c is not None:
+                uid_b, flags_b, modseq_b = c.groups()
+                yield FlagUpdate(int(uid_b), _raw_flags(flags_b), int(modseq_b) if modseq_b is not None else None)
+                continue
+        if len(resp) == 3 and resp[2] == b")" and type(resp[1]) is bytearray:
+            c = common(first)
+            if c is not None:
+                # the usual shape: exactly what _fetch_fields would read from it
+                uid_b, flags_b, idate, size_b, modseq_b = c.groups()
+                internal = parse_internaldate(idate)
+                defects = [] if internal is not None else [f"unparseable INTERNALDATE {idate!r}"[:80]]
+                header = resp[1]
+                hf = _extract(header) if header else _NO_HEADERS  # type: ignore[arg-type]
+                if hf[9]:
+                    defects = [*hf[9], *defects]
+                yield MessageMeta(
+                    int(uid_b), _raw_flags(flags_b), internal, int(size_b),
+                    hf[0], hf[1], hf[2], hf[3], hf[4], hf[5], hf[6], hf[7], hf[8],
+                    int(modseq_b) if modseq_b is not None else None, tuple(defects),
+                )
+                continue
         m = _FETCH_HEAD.match(first)
         if m is None:
             continue

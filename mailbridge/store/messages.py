@@ -1,7 +1,8 @@
 """SQL for the messages table: bulk upserts, flag updates, removals, with their events.
 
 Every function takes a connection inside the caller's transaction, so the rows and the
-sync cursor that covers them commit together.
+sync cursor that covers them commit together; `upsert` can also move the cursor itself,
+in the same statement (then it may be given the pool: one round trip per batch).
 """
 
 from __future__ import annotations
@@ -16,19 +17,25 @@ COLUMNS = (
     "modseq", "defects",
 )
 
-_STAGE = f"""
-CREATE TEMP TABLE IF NOT EXISTS incoming_messages (
-    uid bigint, message_id text, subject text, from_name text, from_email text,
-    to_emails text[], cc_emails text[], sent_at timestamptz, internal_date timestamptz,
-    size_bytes bigint, flags text[], in_reply_to text, references_header text[],
-    modseq bigint, defects text[]
-) ON COMMIT DELETE ROWS
-"""
+_TYPES = (
+    "bigint", "text", "text", "text", "text", "text[]", "text[]",
+    "timestamptz", "timestamptz", "bigint", "text[]", "text", "text[]",
+    "bigint", "text[]",
+)
+_ARRAY_COLUMNS = frozenset(c for c, t in zip(COLUMNS, _TYPES) if t == "text[]")
+_PARAMS = 3  # $1 account, $2 folder, $3 emit events; then one array per column
+_FOLDER_PARAMS = _PARAMS + len(COLUMNS)
 
-_UPSERT = f"""
-WITH up AS (
-    INSERT INTO messages (account_id, folder_id, {", ".join(COLUMNS)})
-    SELECT $1, $2, {", ".join(COLUMNS)} FROM incoming_messages
+# One statement: the batch arrives as one array per column (array-valued columns as
+# array literals, one per row), is upserted, and (optionally) the folder row carrying
+# the sync cursor is updated; a single statement is a single transaction, so rows and
+# cursor commit together, in one round trip.
+_UPSERT = """
+WITH src AS (
+    SELECT * FROM unnest({arrays}) AS s({names})
+), up AS (
+    INSERT INTO messages (account_id, folder_id, {columns})
+    SELECT $1, $2, {values} FROM src
     ON CONFLICT (folder_id, uid) DO UPDATE SET
         message_id = EXCLUDED.message_id, subject = EXCLUDED.subject,
         from_name = EXCLUDED.from_name, from_email = EXCLUDED.from_email,
@@ -46,33 +53,96 @@ WITH up AS (
     SELECT $1, $2, CASE WHEN inserted THEN 'message_added' ELSE 'message_changed' END,
            jsonb_build_object('message', id, 'uid', uid)
     FROM up WHERE $3
+){folder_cte}
+SELECT count(*) FILTER (WHERE inserted) AS added, count(*) FILTER (WHERE NOT inserted) AS changed,
+       {folder_value} AS folder_value
+FROM up
+""".format(
+    arrays=", ".join(f"${_PARAMS + 1 + i}::{'text' if t == 'text[]' else t}[]" for i, t in enumerate(_TYPES)),
+    names=", ".join(COLUMNS),
+    columns=", ".join(COLUMNS),
+    values=", ".join(f"{c}::text[]" if c in _ARRAY_COLUMNS else c for c in COLUMNS),
+    folder_cte="{folder_cte}",
+    folder_value="{folder_value}",
 )
-SELECT count(*) FILTER (WHERE inserted) AS added, count(*) FILTER (WHERE NOT inserted) AS changed FROM up
-"""
+_ADDED = "(SELECT count(*) FROM up WHERE inserted)"
+_STATEMENTS: dict[tuple[str, str], str] = {}
+
+
+def _statement(folder_set: str, returning: str) -> str:
+    key = (folder_set, returning)
+    sql = _STATEMENTS.get(key)
+    if sql is None:
+        if folder_set:
+            params = [f"${_FOLDER_PARAMS + 1 + i}" for i in range(folder_set.count("{") - folder_set.count("{added}"))]
+            set_clause = folder_set.format(*params, added=_ADDED)
+            sql = _UPSERT.format(
+                folder_cte=f", folder AS (\n    UPDATE folders SET {set_clause} WHERE id = $2 RETURNING {returning or 'id'}\n)",
+                folder_value="(SELECT * FROM folder)" if returning else "NULL")
+        else:
+            sql = _UPSERT.format(folder_cte="", folder_value="NULL")
+        _STATEMENTS[key] = sql
+    return sql
 
 
 def _clean(text: str | None) -> str | None:
     return text.replace("\x00", "") if text and "\x00" in text else text
 
 
-def _record(m: MessageMeta) -> tuple:
-    return (
-        m.uid, _clean(m.message_id), _clean(m.subject), _clean(m.from_name), _clean(m.from_email),
-        [_clean(x) for x in m.to_emails], [_clean(x) for x in m.cc_emails], m.sent_at,
-        m.internal_date, m.size_bytes, list(m.flags), _clean(m.in_reply_to),
-        [_clean(x) for x in m.references], m.modseq, list(m.defects) or None,
-    )
+def _array(items: Sequence[str] | None) -> str | None:
+    """A Postgres array literal of text elements (each quoted); None stays NULL."""
+    if items is None:
+        return None
+    if not items:
+        return "{}"
+    parts = []
+    for x in items:
+        if "\\" in x or '"' in x:
+            x = x.replace("\\", "\\\\").replace('"', '\\"')
+        if "\x00" in x:
+            x = x.replace("\x00", "")
+        parts.append(x)
+    return '{"' + '","'.join(parts) + '"}'
+
+
+def _columns(metas: Sequence[MessageMeta]) -> list[list]:
+    """The batch as one list per column, in COLUMNS order."""
+    return [
+        [m.uid for m in metas],
+        [_clean(m.message_id) for m in metas],
+        [_clean(m.subject) for m in metas],
+        [_clean(m.from_name) for m in metas],
+        [_clean(m.from_email) for m in metas],
+        [_array(m.to_emails) for m in metas],
+        [_array(m.cc_emails) for m in metas],
+        [m.sent_at for m in metas],
+        [m.internal_date for m in metas],
+        [m.size_bytes for m in metas],
+        [_array(m.flags) for m in metas],
+        [_clean(m.in_reply_to) for m in metas],
+        [_array(m.references) for m in metas],
+        [m.modseq for m in metas],
+        [_array(m.defects) if m.defects else None for m in metas],
+    ]
 
 
 async def upsert(tx: Any, account_id: int, folder_id: int, metas: Sequence[MessageMeta], *,
-                 emit_events: bool) -> tuple[int, int]:
-    """Insert or update `metas` (by folder and UID); returns (added, changed)."""
-    if not metas:
+                 emit_events: bool, folder_set: str = "", folder_args: Sequence[Any] = (),
+                 returning: str = "") -> tuple[int, int]:
+    """Insert or update `metas` (by folder and UID); returns (added, changed).
+
+    With `folder_set`, the same statement also runs ``UPDATE folders SET <folder_set>
+    WHERE id = folder_id`` (its ``{}`` placeholders take `folder_args`; ``{added}`` is the
+    number of rows inserted), so a sync cursor commits with the rows it covers even
+    outside a transaction (`tx` may then be the pool: one round trip); with `returning`
+    (a folders column), (added, changed, that column's new value) is returned.
+    """
+    if not metas and not folder_set:
         return 0, 0
-    await tx.execute(_STAGE)
-    await tx.copy_records("incoming_messages", [_record(m) for m in metas], COLUMNS)
-    row = await tx.fetchrow(_UPSERT, account_id, folder_id, emit_events)
-    await tx.execute("DELETE FROM incoming_messages")
+    row = await tx.fetchrow(_statement(folder_set, returning), account_id, folder_id, emit_events,
+                            *_columns(metas), *folder_args)
+    if returning:
+        return int(row["added"]), int(row["changed"]), row["folder_value"]  # type: ignore[return-value]
     return int(row["added"]), int(row["changed"])
 
 

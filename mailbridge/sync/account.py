@@ -51,11 +51,17 @@ async def discover(db: Any, session: ImapSession, account_id: int,
 
 
 async def sync_folder_steps(db: Any, session: ImapSession, folder: Folder, settings: Settings, *,
-                            reconcile: bool = True) -> AsyncIterator[Step]:
-    """The steps of one folder's sync; a vanished folder ends with a 'gone' step."""
+                            flag_scan: bool = True, full_reconcile: bool = False) -> AsyncIterator[Step]:
+    """The steps of one folder's sync; a vanished folder ends with a 'gone' step.
+
+    Every visit brings in new mail and runs the cheap change checks of
+    `mailbridge.sync.reconcile`; `flag_scan` adds a scan of every mirrored UID's flags
+    where the server lacks CONDSTORE, `full_reconcile` a UID SEARCH diff regardless.
+    """
     sync = FolderSync(db, session, folder, batch_size=settings.batch_size,
                       retention_days=settings.retention_days,
-                      reset_limit=settings.uidvalidity_reset_limit, reconcile=reconcile)
+                      reset_limit=settings.uidvalidity_reset_limit, flag_scan=flag_scan,
+                      full_reconcile=full_reconcile)
     try:
         async for step in sync.steps():
             yield step
@@ -72,7 +78,7 @@ async def sync_everything(db: Any, session: ImapSession, account_id: int, settin
                           on_step: Callable[[Step], None] | None = None) -> SyncTotals:
     """Discover, then bring every included folder fully up to date (initial sync too)."""
     totals = SyncTotals()
-    await session.enable("CONDSTORE")
+    await session.enable("QRESYNC", "CONDSTORE")
     folders = await discover(db, session, account_id, excluded_names)
     for folder in folders:
         if folder.excluded:

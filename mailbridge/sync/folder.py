@@ -17,16 +17,22 @@ so the actor can answer requests between them.
 from __future__ import annotations
 
 import logging
+from array import array
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator
+from itertools import islice
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+
+import trio
 
 from mailbridge.aio.imap import ImapSession
+from mailbridge.aio.loop import single_exception
 from mailbridge.errors import ImapCommandError
-from mailbridge.imap.models import FetchDefect, FlagUpdate, MessageMeta, SelectInfo
+from mailbridge.imap.models import FetchDefect, MessageMeta, SelectInfo
 from mailbridge.imap.responses import parse_fetch, parse_search, parse_select
 from mailbridge.imap.uidset import split_for_command
 from mailbridge.store import messages as message_store
+from mailbridge.sync.reconcile import reconcile
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,7 @@ HEADER_FIELDS = "MESSAGE-ID SUBJECT FROM TO CC DATE IN-REPLY-TO REFERENCES"
 META_ITEMS = f"(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"
 META_ITEMS_MODSEQ = f"(UID FLAGS INTERNALDATE RFC822.SIZE MODSEQ BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"
 RESET_WINDOW = timedelta(hours=24)
+PARSE_SLICE = 100  # FETCH responses parsed between checkpoints
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,17 +110,20 @@ class FolderSync:
     """Brings one folder up to date over one session, batch by batch."""
 
     def __init__(self, db: Any, session: ImapSession, folder: Folder, *, batch_size: int,
-                 retention_days: int | None = None, reset_limit: int = 3,
-                 reconcile: bool = True, now=lambda: datetime.now(timezone.utc)) -> None:
+                 retention_days: int | None = None, reset_limit: int = 3, flag_scan: bool = True,
+                 full_reconcile: bool = False, now=lambda: datetime.now(timezone.utc)) -> None:
         self.db = db
         self.session = session
         self.folder = folder
         self.batch_size = batch_size
         self.retention_days = retention_days
         self.reset_limit = reset_limit
-        self.reconcile_wanted = reconcile
+        self.flag_scan = flag_scan
+        self.full_reconcile = full_reconcile
         self.now = now
         self.select_info: SelectInfo | None = None
+        # HIGHESTMODSEQ stored by the last visit: CHANGEDSINCE starts there (None after a reset)
+        self.prev_modseq: int | None = folder.highestmodseq if folder.initial_top_uid is not None else None
 
     @property
     def _modseq(self) -> bool:
@@ -134,8 +144,7 @@ class FolderSync:
             yield step
         async for step in self._initial():
             yield step
-        if self.reconcile_wanted:
-            yield await self._reconcile()
+        yield await self._reconcile()
         yield await self._finish()
 
     # --- select and UIDVALIDITY --------------------------------------------------------
@@ -169,6 +178,7 @@ class FolderSync:
         self.folder = replace(self.folder, uidvalidity=info.uidvalidity, uidnext=info.uidnext,
                               highestmodseq=info.highestmodseq, initial_top_uid=top,
                               initial_low_uid=top + 1, synced_high_uid=top, initial_sync_complete=False)
+        self.prev_modseq = None
 
     async def _reset(self, info: SelectInfo, top: int) -> Step:
         f = self.folder
@@ -202,6 +212,7 @@ class FolderSync:
                               highestmodseq=info.highestmodseq, initial_top_uid=top, initial_low_uid=top + 1,
                               synced_high_uid=top, initial_sync_complete=False, parked=park,
                               uidvalidity_resets=recent)
+        self.prev_modseq = None
         return Step(f.name, "parked" if park else "reset", removed=removed, total=info.exists,
                     detail=f"UIDVALIDITY {f.uidvalidity} -> {info.uidvalidity}")
 
@@ -214,7 +225,14 @@ class FolderSync:
         defects = 0
         for uid_set in split_for_command(uids):
             response = await self.session.uid_fetch(uid_set, items)
-            for item in parse_fetch(response.lines):
+            lines = response.lines
+            del response
+            n = 0
+            for item in parse_fetch(lines):
+                n += 1
+                if n % PARSE_SLICE == 0:
+                    # let a concurrent database write (see _pipeline) make progress
+                    await trio.sleep(0)
                 if isinstance(item, MessageMeta):
                     if item.uid in wanted:
                         metas[item.uid] = item
@@ -225,11 +243,60 @@ class FolderSync:
                                 self.folder.name, item.uid, item.reason)
                     if item.uid in wanted and item.uid not in metas:
                         metas[item.uid] = _placeholder(item.uid, item.reason)
+            del lines
         return [metas[u] for u in sorted(metas)], defects
+
+    async def _pipeline(self, batches: Iterator[list[int]],
+                        write: Callable[[list[int], list[MessageMeta], bool], Awaitable[Any]],
+                        ) -> AsyncIterator[tuple[list[int], int, Any]]:
+        """Fetch and write `batches` in order, fetching batch k+1 while batch k is written.
+
+        `write(batch, metas, last)` writes one batch and its cursor in one transaction
+        (one statement: see `message_store.upsert`'s folder_set); this yields (batch,
+        defects, write's result) after each commit, so a cursor never covers rows that
+        are not committed.  At most two batches are held at a time.  A failed prefetch
+        does not roll back the write it overlapped: it is raised once that write has
+        committed and been yielded.
+        """
+        batch = next(batches, None)
+        if batch is None:
+            return
+        metas, defects = await self._fetch_meta(batch)
+        while batch is not None:
+            upcoming = next(batches, None)
+            prefetched: list[Any] = []
+
+            async def prefetch(uids: list[int]) -> None:
+                try:
+                    prefetched.append(await self._fetch_meta(uids))
+                except Exception as exc:  # noqa: BLE001 - re-raised after the write commits
+                    prefetched.append(exc)
+
+            try:
+                async with trio.open_nursery() as nursery:
+                    if upcoming is not None:
+                        nursery.start_soon(prefetch, upcoming)
+                    result = await write(batch, metas, upcoming is None)
+            except BaseExceptionGroup as group:  # the write's own error, not a group of one
+                leaf = single_exception(group)
+                if leaf is group:
+                    raise
+                raise leaf from None
+            del metas
+            yield batch, defects, result
+            if upcoming is None:
+                return
+            got = prefetched[0]
+            if isinstance(got, BaseException):
+                raise got
+            batch, (metas, defects) = upcoming, got
 
     async def _search(self, criteria: str) -> list[int]:
         response = await self.session.uid_search(criteria)
-        return sorted(set(parse_search(response.lines)))
+        uids = parse_search(response.lines)
+        if all(a < b for a, b in zip(uids, islice(uids, 1, None))):
+            return uids  # already ascending and unique (as servers send them)
+        return sorted(set(uids))
 
     # --- incremental -------------------------------------------------------------------
 
@@ -241,15 +308,21 @@ class FolderSync:
         if info.uidnext is not None and info.uidnext - 1 <= high:
             return
         new = [u for u in await self._search(f"UID {high + 1}:*") if u > high]
-        for start in range(0, len(new), self.batch_size):
-            batch = new[start:start + self.batch_size]
-            metas, defects = await self._fetch_meta(batch)
+        batch_size = self.batch_size
+
+        async def write(batch: list[int], metas: list[MessageMeta], last: bool) -> tuple[int, int]:
             cursor = batch[-1]
-            async with self.db.transaction() as tx:
-                added, changed = await message_store.upsert(tx, f.account_id, f.id, metas, emit_events=True)
-                await tx.execute("UPDATE folders SET synced_high_uid = $2 WHERE id = $1", f.id, cursor)
-            self.folder = f = replace(f, synced_high_uid=cursor)
+            added, changed = await message_store.upsert(
+                self.db, f.account_id, f.id, metas, emit_events=True,
+                folder_set="synced_high_uid = {}", folder_args=(cursor,))
+            self.folder = replace(self.folder, synced_high_uid=cursor)
+            return added, changed
+
+        batches = (new[start:start + batch_size] for start in range(0, len(new), batch_size))
+        async for _batch, defects, (added, changed) in self._pipeline(batches, write):
+            f = self.folder
             yield Step(f.name, "incremental", added=added, changed=changed, defects=defects, total=info.exists)
+        f = self.folder
         final = max(f.synced_high_uid or 0, (info.uidnext - 1) if info.uidnext else 0)
         if final != f.synced_high_uid:
             await self.db.execute("UPDATE folders SET synced_high_uid = $2 WHERE id = $1", f.id, final)
@@ -271,25 +344,36 @@ class FolderSync:
         assert info is not None and f.initial_low_uid is not None
         low = f.initial_low_uid
         remaining = await self._search(f"UID 1:{low - 1}{self._since()}") if low > 1 else []
-        remaining = [u for u in remaining if u < low]
-        while remaining:
-            batch = remaining[-self.batch_size:]
-            del remaining[-self.batch_size:]
-            metas, defects = await self._fetch_meta(batch)
-            new_low = batch[0]
-            complete = not remaining
-            async with self.db.transaction() as tx:
-                added, changed = await message_store.upsert(tx, f.account_id, f.id, metas, emit_events=False)
-                await tx.execute(
-                    """UPDATE folders SET initial_low_uid = $2, initial_sync_complete = $3,
-                           message_count = (SELECT count(*) FROM messages WHERE folder_id = $1)
-                       WHERE id = $1""",
-                    f.id, 1 if complete else new_low, complete)
-                synced = await tx.fetchval("SELECT message_count FROM folders WHERE id = $1", f.id)
-            self.folder = f = replace(f, initial_low_uid=1 if complete else new_low,
-                                      initial_sync_complete=complete)
+        # the UIDs still to fetch, compactly (8 bytes each: no int objects for big folders)
+        remaining = array("q", [u for u in remaining if u < low] if remaining and remaining[-1] >= low else remaining)
+        if remaining:
+            # message_count is kept exact by adding each batch's inserts to one count
+            # taken here (instead of count(*) per batch, which is quadratic in the folder)
+            await self.db.execute(
+                "UPDATE folders SET message_count = (SELECT count(*) FROM messages WHERE folder_id = $1) "
+                "WHERE id = $1", f.id)
+        batch_size = self.batch_size
+
+        def batches() -> Iterator[list[int]]:
+            while remaining:
+                batch = remaining[-batch_size:].tolist()
+                del remaining[-batch_size:]
+                yield batch
+
+        async def write(batch: list[int], metas: list[MessageMeta], last: bool) -> tuple[int, int, int]:
+            new_low = 1 if last else batch[0]
+            added, changed, synced = await message_store.upsert(  # type: ignore[misc]
+                self.db, f.account_id, f.id, metas, emit_events=False,
+                folder_set="initial_low_uid = {}, initial_sync_complete = {}, "
+                           "message_count = message_count + {added}",
+                folder_args=(new_low, last), returning="message_count")
+            self.folder = replace(self.folder, initial_low_uid=new_low, initial_sync_complete=last)
+            return added, changed, int(synced)
+
+        async for _batch, defects, (added, changed, synced) in self._pipeline(batches(), write):
             yield Step(f.name, "initial", added=added, changed=changed, defects=defects,
-                       synced=int(synced), total=info.exists)
+                       synced=synced, total=info.exists)
+        f = self.folder
         if not f.initial_sync_complete:
             await self.db.execute(
                 "UPDATE folders SET initial_low_uid = 1, initial_sync_complete = true WHERE id = $1", f.id)
@@ -298,34 +382,11 @@ class FolderSync:
     # --- reconcile: flags and deletes of the mirrored range ----------------------------
 
     async def _reconcile(self) -> Step:
-        f = self.folder
-        assert f.initial_low_uid is not None and f.synced_high_uid is not None
-        low, high = f.initial_low_uid, f.synced_high_uid
-        if high < low:
-            return Step(f.name, "reconcile")
-        response = await self.session.uid_fetch(f"{low}:{high}", "(UID FLAGS)")
-        server: dict[int, tuple[str, ...]] = {}
-        for item in parse_fetch(response.lines):
-            if isinstance(item, (FlagUpdate, MessageMeta)) and low <= item.uid <= high:
-                server[item.uid] = item.flags
-        async with self.db.transaction() as tx:
-            mirrored = await message_store.flags_by_uid(tx, f.id)
-            gone = [u for u in mirrored if low <= u <= high and u not in server]
-            changed_flags = [FlagUpdate(u, flags) for u, flags in server.items()
-                             if u in mirrored and tuple(sorted(mirrored[u])) != tuple(sorted(flags))]
-            missing = [u for u in server if u not in mirrored]
-            removed = await message_store.remove_uids(tx, f.account_id, f.id, gone)
-            changed = await message_store.update_flags(tx, f.account_id, f.id, changed_flags)
-            await tx.execute("UPDATE folders SET last_reconcile_at = now(), last_flag_scan_at = now() WHERE id = $1",
-                             f.id)
-        added = 0
-        if missing:
-            # UIDs inside the mirrored range the mirror lacks (should not happen): heal them
-            log.warning("folder %r: %d server UIDs missing from the mirror; fetching them", f.name, len(missing))
-            metas, _ = await self._fetch_meta(sorted(missing))
-            async with self.db.transaction() as tx:
-                added, _ = await message_store.upsert(tx, f.account_id, f.id, metas, emit_events=True)
-        return Step(f.name, "reconcile", added=added, changed=changed, removed=removed)
+        """Flags and deletes of the mirrored range (see `mailbridge.sync.reconcile`)."""
+        outcome = await reconcile(self, prev_modseq=self.prev_modseq, flag_scan=self.flag_scan,
+                                  full=self.full_reconcile)
+        return Step(self.folder.name, "reconcile", added=outcome.added, changed=outcome.changed,
+                    removed=outcome.removed)
 
     async def _finish(self) -> Step:
         f = self.folder

@@ -1,14 +1,27 @@
-"""What a cycle does: which folders it syncs, and which of them it reconciles.  Pure.
+"""What a cycle does: which folders it visits, how thoroughly, and which it only
+checks with STATUS.  Pure: folders and the time in, a plan out.
 
-The DESIGN defaults, per tick (`MAILBRIDGE_POLL_SECONDS`):
+Every visit of a folder brings in its new mail and runs the cheap change checks of
+`mailbridge.sync.reconcile` (CONDSTORE's CHANGEDSINCE, QRESYNC's VANISHED, the count
+check).  What costs more is planned here, per tick (``MAILBRIDGE_POLL_SECONDS``):
 
-- priority folders (INBOX, Sent) every tick, each with a reconcile (flags and deletes);
-- folders whose initial sync is not complete every tick, until it is (a new account is
-  mirrored as fast as the server allows, not 5 folders a minute);
-- the other folders round robin, `folders_per_tick` at a time, new mail only;
-- a reconcile of a non-priority folder when it is due (`reconcile_hours` since the
-  last, plus a fixed per-folder jitter of up to `reconcile_jitter_minutes` so folders do
-  not all come due together), at most `scans_per_tick` per tick, the most overdue first.
+- **visits**: priority folders (INBOX, Sent) every tick; folders whose initial sync is
+  not complete every tick until it is; the other folders round robin,
+  ``folders_per_tick`` at a time;
+- **STATUS checks**: the steady folders not visited this tick are asked ``STATUS``
+  (MESSAGES UIDNEXT UIDVALIDITY, and HIGHESTMODSEQ under CONDSTORE), up to
+  ``status_per_tick`` of them, rotating; the actor visits those that changed.  So new
+  mail, deletes and (with CONDSTORE) flag changes show in every folder within a tick
+  or two, at one command per folder;
+- **flag scans** (servers without CONDSTORE only: flags of every mirrored UID):
+  priority folders on every visit; of the others, the ``scans_per_tick`` least recently
+  scanned each tick, so none waits longer than ``flag_scan_every`` when the account
+  has few enough folders for the spare capacity, and the most overdue go first when
+  it has not;
+- **full reconciles** (``UID SEARCH`` diff and flags, whatever the server offers, as a
+  safety net): when due (``reconcile_every`` since the last, plus a fixed per-folder
+  jitter of up to ``reconcile_jitter`` so folders do not come due together), one per
+  tick, priority folders first.
 
 Excluded and parked folders are never planned.
 """
@@ -25,13 +38,16 @@ from mailbridge.sync.folder import Folder
 @dataclass(frozen=True, slots=True)
 class FolderWork:
     folder: Folder
-    reconcile: bool
+    flag_scan: bool = False       # fetch every mirrored UID's flags (no CONDSTORE)
+    full_reconcile: bool = False  # UID SEARCH diff and flags, whatever the server offers
 
 
 @dataclass(frozen=True, slots=True)
 class CyclePlan:
     work: tuple[FolderWork, ...]
-    next_offset: int  # where the round robin starts next tick
+    status_checks: tuple[Folder, ...]
+    next_offset: int         # where the visit round robin starts next tick
+    next_status_offset: int  # where the STATUS rotation starts next tick
 
     @property
     def initial_pending(self) -> bool:
@@ -44,45 +60,66 @@ def jitter_of(folder_id: int, jitter: timedelta) -> timedelta:
     return jitter * fraction
 
 
-def reconcile_due(folder: Folder, now: datetime, every: timedelta, jitter: timedelta) -> datetime | None:
-    """When the folder's next reconcile is due (None: due now, never reconciled)."""
+def reconcile_due(folder: Folder, every: timedelta, jitter: timedelta) -> datetime | None:
+    """When the folder's next full reconcile is due (None: never reconciled, due now)."""
     if folder.last_reconcile_at is None:
         return None
     return folder.last_reconcile_at + every + jitter_of(folder.id, jitter)
 
 
-def plan_cycle(folders: Sequence[Folder], *, now: datetime, offset: int, folders_per_tick: int,
-               reconcile_every: timedelta, reconcile_jitter: timedelta, scans_per_tick: int) -> CyclePlan:
-    """The folders to sync this tick, in order: priority first, then the rest by name."""
+def _rotate(items: list[Folder], offset: int, take: int) -> tuple[list[Folder], int]:
+    if not items:
+        return [], 0
+    start = offset % len(items)
+    take = min(take, len(items))
+    return [items[(start + i) % len(items)] for i in range(take)], (start + take) % len(items)
+
+
+def plan_cycle(folders: Sequence[Folder], *, now: datetime, offset: int = 0, status_offset: int = 0,
+               folders_per_tick: int = 5, status_per_tick: int = 50, scans_per_tick: int = 2,
+               condstore: bool = False, reconcile_every: timedelta = timedelta(hours=6),
+               reconcile_jitter: timedelta = timedelta(minutes=15)) -> CyclePlan:
+    """The visits (priority first, then by name) and STATUS checks of this tick."""
     eligible = [f for f in folders if not f.excluded and not f.parked]
     priority = [f for f in eligible if f.is_priority]
     others = sorted((f for f in eligible if not f.is_priority), key=lambda f: f.name)
+    steady = [f for f in others if f.initial_sync_complete]
 
-    chosen: dict[int, bool] = {f.id: True for f in priority}  # folder id → reconcile
+    work: dict[int, FolderWork] = {f.id: FolderWork(f, flag_scan=not condstore) for f in priority}
     for f in others:
         if not f.initial_sync_complete:
-            chosen[f.id] = False
-    steady = [f for f in others if f.initial_sync_complete]
-    next_offset = 0
-    if steady:
-        start = offset % len(steady)
-        take = min(folders_per_tick, len(steady))
-        for i in range(take):
-            chosen.setdefault(steady[(start + i) % len(steady)].id, False)
-        next_offset = (start + take) % len(steady)
+            work[f.id] = FolderWork(f)
+    visits, next_offset = _rotate(steady, offset, folders_per_tick)
+    for f in visits:
+        work.setdefault(f.id, FolderWork(f))
 
-    def overdue(f: Folder) -> datetime:
-        due = reconcile_due(f, now, reconcile_every, reconcile_jitter)
-        return due if due is not None else datetime.min.replace(tzinfo=now.tzinfo)
+    if not condstore and scans_per_tick > 0:
+        never = datetime.min.replace(tzinfo=now.tzinfo)
+        for f in sorted(steady, key=lambda f: (f.last_flag_scan_at or never, f.name))[:scans_per_tick]:
+            work[f.id] = FolderWork(f, flag_scan=True)
 
-    due_now = [f for f in steady
-               if (d := reconcile_due(f, now, reconcile_every, reconcile_jitter)) is None or d <= now]
-    for f in sorted(due_now, key=overdue)[:max(0, scans_per_tick)]:
-        chosen[f.id] = True
+    due = [f for f in priority + steady
+           if (d := reconcile_due(f, reconcile_every, reconcile_jitter)) is None or d <= now]
+    if due:
+        f = due[0]
+        work[f.id] = FolderWork(f, flag_scan=work.get(f.id, FolderWork(f)).flag_scan, full_reconcile=True)
 
-    order = priority + others
-    work = tuple(FolderWork(f, chosen[f.id]) for f in order if f.id in chosen)
-    return CyclePlan(work, next_offset)
+    rest = [f for f in steady if f.id not in work]
+    checks, next_status_offset = _rotate(rest, status_offset, status_per_tick)
+    ordered = tuple(work[f.id] for f in priority + others if f.id in work)
+    return CyclePlan(ordered, tuple(checks), next_offset, next_status_offset)
 
 
-__all__ = ["CyclePlan", "FolderWork", "jitter_of", "plan_cycle", "reconcile_due"]
+def status_changed(folder: Folder, *, messages: int | None, uidnext: int | None, uidvalidity: int | None,
+                   highestmodseq: int | None, stored_messages: int | None) -> bool:
+    """Whether a STATUS answer differs from what the mirror stored at the last visit."""
+    if uidvalidity is not None and uidvalidity != folder.uidvalidity:
+        return True
+    if uidnext is not None and uidnext != folder.uidnext:
+        return True
+    if messages is not None and messages != stored_messages:
+        return True
+    return highestmodseq is not None and highestmodseq != folder.highestmodseq
+
+
+__all__ = ["CyclePlan", "FolderWork", "jitter_of", "plan_cycle", "reconcile_due", "status_changed"]

@@ -31,10 +31,10 @@ def env(db_dsn, encryption_key, tmp_path):
 class Serve:
     """A `mailbridge serve` subprocess whose output is collected in the background."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], bind: str = "127.0.0.1:0") -> None:
         full = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MAILBRIDGE_ENCRYPTION_KEY")}
         full.update(env)
-        self.proc = subprocess.Popen([sys.executable, "-m", "mailbridge", "serve"], env=full, cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-m", "mailbridge", "serve", "--bind", bind], env=full, cwd=REPO,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.out: list[str] = []
         self.err: list[str] = []
@@ -47,6 +47,13 @@ class Serve:
     def _drain(stream, sink) -> None:
         for line in stream:
             sink.append(line)
+
+    @property
+    def url(self) -> str:
+        for line in self.out:
+            if "listening on " in line:
+                return line.split("listening on ", 1)[1].split()[0]
+        raise AssertionError("serve printed no URL")
 
     @property
     def owner(self) -> str:
@@ -188,3 +195,47 @@ def test_serve_refuses_an_unmigrated_database(empty_db_dsn, encryption_key, tmp_
     assert result.code == 1
     assert "mailbridge migrate" in result.out + result.err
     assert "Traceback" not in result.err
+
+
+def test_serve_refuses_to_listen_beyond_loopback_without_a_token(db_dsn, encryption_key, tmp_path):
+    env = {"DATABASE_URL": db_dsn, "MAILBRIDGE_ENCRYPTION_KEY": encryption_key,
+           "MAILBRIDGE_HOME": str(tmp_path / "home")}
+    result = run_cli("serve", "--bind", "0.0.0.0:0", env=env, timeout=60)
+    assert result.code == 2
+    assert "MAILBRIDGE_API_TOKEN" in result.err and "Traceback" not in result.err
+    result = run_cli("serve", "--bind", "nonsense", env=env, timeout=60)
+    assert result.code == 2 and "HOST:PORT" in result.err
+
+
+async def test_serve_answers_http_with_its_token_and_stops_http_first(env, dovecot, mail_user, db_dsn):
+    import json
+    import urllib.error
+    import urllib.request
+
+    env = {**env, "MAILBRIDGE_API_TOKEN": "s3cret-token"}
+    account_id = add_account(env, dovecot, mail_user)
+    serve = Serve(env)
+    try:
+        serve.wait_serving()
+        with urllib.request.urlopen(serve.url + "/health", timeout=10) as response:
+            assert response.status == 200
+        try:
+            urllib.request.urlopen(serve.url + "/actors", timeout=10)
+            raise AssertionError("no 401 without the token")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
+        request = urllib.request.Request(serve.url + "/actors", headers={"Authorization": "Bearer s3cret-token"})
+        deadline = time.monotonic() + 20
+        while True:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                actors = json.loads(response.read())
+            entries = actors["actors"] if isinstance(actors, dict) else actors
+            if any(a["account_id"] == account_id and a["lock_held"] for a in entries):
+                break
+            assert time.monotonic() < deadline, actors
+            time.sleep(0.2)
+        code, took = serve.stop()
+        assert code == 0 and took < 10
+        assert "s3cret-token" not in "".join(serve.out + serve.err)
+    finally:
+        serve.kill()

@@ -20,7 +20,7 @@ from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
 from mailbridge.store.accounts import NewAccount
 
-FAST = ActorTiming(standby_retry=0.5, lock_probe=0.5, heartbeat=1.0, rediscover=300.0)
+FAST = ActorTiming(standby_retry=0.5, lock_probe=0.5, heartbeat=1.0, rediscover=0.0)
 QUICK_RESTARTS = RestartPolicy(base=0.2, cap=2.0, jitter=0.1, intensity=5, period=60.0, cooldown=30.0)
 
 

@@ -265,3 +265,49 @@ def test_parse_fetch_is_linear_and_fast():
     elapsed = time.perf_counter() - start
     assert len(out) == 10_000 and all(type(m) is MessageMeta and not m.defects for m in out)
     assert elapsed < 2.0, f"{elapsed / 10_000 * 1e6:.0f} µs per message"  # ~30 µs expected
+
+
+# --- the common-shape shortcut in parse_fetch reads exactly what the item parser reads --
+
+_header_blocks = st.sampled_from([
+    HDR, b"", b"Subject: x\r\n\r\n", b"From: a@b.c (Bob)\r\nSubject: \x00odd\r\n\r\n",
+    b"Date: not a date\r\nFrom: \"x\" <>\r\n\r\n", b"Subject: =?bogus?q?=FF?=\r\nTo: ;\r\n\r\n",
+    b"Subject: caf\xe9\r\nFrom: Andr\xe9 <a@b.c>\r\n\r\n",
+])
+_flag_lists = st.sampled_from([b"", b"\\Seen", b"\\Seen \\Recent $Forwarded Junk", b"\\Recent", b"\\Flagged \\Answered"])
+_idates = st.sampled_from([b"17-Jul-2024 02:44:25 -0700", b" 1-Jan-2000 00:00:00 +0000", b"31-Feb-2024 00:00:00 +0000",
+                           b"17-Jul-2024 02:44:25 +9999", b"garbage"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 2**32 - 1), _flag_lists, _idates, st.integers(0, 10**9),
+                          st.one_of(st.none(), st.integers(1, 2**63 - 1)), _header_blocks), min_size=1, max_size=5),
+       st.booleans())
+def test_common_shape_equals_item_parser(messages, full_fields):
+    section = FIELDS if full_fields else b"BODY[HEADER]"
+    wire = b""
+    for seq, (uid, flags, idate, size, modseq, header) in enumerate(messages, 1):
+        wire += (b"* %d FETCH (UID %d FLAGS (%s) INTERNALDATE \"%s\" RFC822.SIZE %d%s %s %s)\r\n"
+                 % (seq, uid, flags, idate, size, b"" if modseq is None else b" MODSEQ (%d)" % modseq,
+                    section, literal(header)))
+    wire += b"A001 OK done\r\n"
+    lines = lines_from_wire(wire)
+    assert all(responses._COMMON.match(line) for line in lines if type(line) is bytes and line != b")")
+    # "fetch" in lower case is still a FETCH response but never the common shape
+    generic = [line.replace(b" FETCH (", b" fetch (", 1) if type(line) is bytes else line for line in lines]
+    assert not any(responses._COMMON.match(line) for line in generic if type(line) is bytes)
+    assert list(parse_fetch(lines)) == list(parse_fetch(generic))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 2**32 - 1), _flag_lists, st.one_of(st.none(), st.integers(1, 2**63 - 1))),
+                min_size=1, max_size=6))
+def test_common_flags_shape_equals_item_parser(messages):
+    wire = b"".join(b"* %d FETCH (UID %d FLAGS (%s)%s)\r\n" % (seq, uid, flags, b"" if modseq is None else b" MODSEQ (%d)" % modseq)
+                    for seq, (uid, flags, modseq) in enumerate(messages, 1)) + b"A001 OK done\r\n"
+    lines = lines_from_wire(wire)
+    assert all(responses._COMMON_FLAGS.match(line) for line in lines)
+    generic = [line.replace(b" FETCH (", b" fetch (", 1) for line in lines]
+    got = list(parse_fetch(lines))
+    assert got == list(parse_fetch(generic))
+    assert all(type(item) is FlagUpdate for item in got)

@@ -206,12 +206,18 @@ domain = st.from_regex(r"[A-Za-z0-9\-]{1,8}(\.[A-Za-z0-9\-]{1,6}){0,2}", fullmat
 address = st.builds(lambda l, d: f"{l}@{d}", local_part, domain)
 
 
+comment_text = st.text(alphabet="abcXYZ019 \t.'-_!?&=", max_size=12)
+
+
 @st.composite
 def mailbox(draw) -> str:
     addr = draw(address)
-    form = draw(st.integers(0, 4))
+    form = draw(st.integers(0, 6))
     if form == 0:
         return addr
+    if form >= 5:  # addr (comment): getaddresses takes the comment as the display name
+        comment = draw(st.one_of(comment_text, utf8_encoded_name().map(lambda n: n.strip('"'))))
+        return f"{addr}{draw(st.sampled_from(['', ' ', '  ', chr(9)]))}({comment})"
     if form == 1:
         return f"<{addr}>"
     name = draw(display_name)
@@ -290,6 +296,8 @@ def test_fast_decoding_equals_email(value):
 @example('"Van der, Berg" <Bob@X.com>, plain@example.org')
 @example('"a <b@c>" <d@e>')
 @example('J. Smith <js@x.org>,,')
+@example("bob@example.com (Bob Smith), a@b.c(), x@y.z\t( Two  Words )")
+@example("rupert.oneil@startup.example.io (Rupert O'Neil)")
 def test_fast_addresses_equal_getaddresses(value):
     value = _unfolded(value)
     fast = headers._addresses_fast(value)
@@ -570,6 +578,14 @@ def test_addresses_lowercased_and_names_decoded():
 def test_francois_display_name():
     f = fields(b"From: =?utf-8?q?Fran=C3=A7ois_van_der_Be?= =?utf-8?q?rg?= <f@example.org>\r\n\r\n")
     assert f.from_name == "François van der Berg"
+
+
+def test_comment_forms_outside_the_fast_path_still_match_getaddresses():
+    for value in ("a@b.c (x) y", "a@b.c (x)(y)", "a@b.c (x (nested))", "a@b.c (x, y)", 'a@b.c ("q")',
+                  "a@b.c (x\\) y)", "Name <a@b.c> (comment)", "(lead) a@b.c"):
+        assert headers._addresses_fast(value) is None or value == 'a@b.c ("q")', value
+        want = [(n.strip(" \t"), a.lower()) for n, a in getaddresses([value]) if a]
+        assert parse_addresses(value) == want, value
 
 
 def test_group_and_comment_addresses():

@@ -1,0 +1,135 @@
+"""Flags and deletes of a folder's mirrored range, as cheaply as the server allows.
+
+Run on every visit of a folder, after its new mail is in (so the mirrored range is
+[initial_low_uid, synced_high_uid] and every server UID in it that existed at SELECT
+time is mirrored):
+
+Flags
+  - CONDSTORE: nothing when HIGHESTMODSEQ is what we stored last time; otherwise
+    ``UID FETCH low:high (UID FLAGS) (CHANGEDSINCE stored)``, plus ``VANISHED`` when
+    QRESYNC is enabled, which also names the expunged UIDs.
+  - otherwise, when a flag scan is planned: ``UID FETCH low:high (UID FLAGS)``, diffed.
+
+Deletes
+  - QRESYNC's VANISHED, when we have it;
+  - the count check: once the initial sync is complete (and no retention window hides
+    old messages), the mirror holds every message of the SELECT snapshot plus what
+    arrived since plus stale rows, so ``mirrored == EXISTS`` proves there is nothing
+    stale.  O(1) on the server, one index count here;
+  - otherwise (counts differ, a full reconcile is due, or the count check cannot
+    apply): ``UID SEARCH UID low:high`` diffed against the mirror.  A server UID the
+    mirror lacks inside the range is fetched (healed), unless retention keeps it out.
+
+Every change is written with its events in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mailbridge.imap.models import FlagUpdate, MessageMeta
+from mailbridge.imap.responses import parse_fetch, parse_search, parse_vanished
+from mailbridge.imap.uidset import compress_uids
+from mailbridge.store import messages as message_store
+
+if TYPE_CHECKING:
+    from mailbridge.sync.folder import FolderSync
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileOutcome:
+    changed: int = 0
+    removed: int = 0
+    added: int = 0
+    commands: int = 0  # IMAP commands this reconcile sent
+
+
+async def reconcile(fs: "FolderSync", *, prev_modseq: int | None, flag_scan: bool, full: bool) -> ReconcileOutcome:
+    """Bring flags and deletes of `fs.folder`'s mirrored range up to date (see module doc)."""
+    f = fs.folder
+    info = fs.select_info
+    assert info is not None and f.initial_low_uid is not None and f.synced_high_uid is not None
+    low, high = f.initial_low_uid, f.synced_high_uid
+    if high < low:
+        return ReconcileOutcome()
+    session = fs.session
+    commands = 0
+    flag_updates: list[FlagUpdate] = []
+    vanished: list[int] | None = None
+    qresync = "QRESYNC" in session.enabled
+    condstore = qresync or "CONDSTORE" in session.enabled
+    full_flags = False
+
+    if condstore and prev_modseq and info.highestmodseq is not None and not full:
+        if info.highestmodseq != prev_modseq:
+            modifiers = f"(CHANGEDSINCE {prev_modseq}{' VANISHED' if qresync else ''})"
+            response = await session.uid_fetch(f"{low}:{high}", "(UID FLAGS)", modifiers=modifiers)
+            commands += 1
+            flag_updates = [FlagUpdate(i.uid, i.flags, i.modseq) for i in parse_fetch(response.lines)
+                            if isinstance(i, (FlagUpdate, MessageMeta)) and low <= i.uid <= high]
+            if qresync:
+                vanished = [u for u in parse_vanished(response.lines) if low <= u <= high]
+        elif qresync:
+            vanished = []  # nothing changed at all since we looked: no expunge either
+    elif flag_scan or full:
+        response = await session.uid_fetch(f"{low}:{high}", "(UID FLAGS)")
+        commands += 1
+        full_flags = True
+        flag_updates = [FlagUpdate(i.uid, i.flags, i.modseq) for i in parse_fetch(response.lines)
+                        if isinstance(i, (FlagUpdate, MessageMeta)) and low <= i.uid <= high]
+
+    server_uids: set[int] | None = {u.uid for u in flag_updates} if full_flags else None
+    gone: list[int] = list(vanished or ())
+    missing: list[int] = []
+    async with fs.db.transaction() as tx:
+        mirrored_count = int(await tx.fetchval(
+            "SELECT count(*) FROM messages WHERE folder_id = $1 AND uid BETWEEN $2 AND $3", f.id, low, high))
+    count_check = f.initial_sync_complete and not fs.retention_days and info.exists is not None
+    stale_possible = not count_check or mirrored_count - len(gone) != info.exists
+    if full or (stale_possible and (vanished is None or count_check)):
+        if server_uids is None:
+            server_uids = set(await fs._search(f"UID {low}:{high}"))
+            commands += 1
+        mirrored = set(await _mirrored_uids(fs, low, high))
+        gone = sorted(mirrored - server_uids)
+        missing = sorted(server_uids - mirrored)
+    elif server_uids is not None:
+        mirrored = set(await _mirrored_uids(fs, low, high))
+        gone = sorted(set(gone) | (mirrored - server_uids))
+
+    async with fs.db.transaction() as tx:
+        removed = await message_store.remove_uids(tx, f.account_id, f.id, gone)
+        gone_set = set(gone)
+        changed = await message_store.update_flags(tx, f.account_id, f.id,
+                                                   [u for u in flag_updates if u.uid not in gone_set])
+        stamp = ", last_flag_scan_at = now()" if (full_flags or condstore) else ""
+        stamp += ", last_reconcile_at = now()" if (full or server_uids is not None) else ""
+        if stamp:
+            await tx.execute(f"UPDATE folders SET {stamp.lstrip(', ')} WHERE id = $1", f.id)
+
+    added = 0
+    if missing and fs.retention_days:
+        response = await session.uid_search(f"UID {compress_uids(missing)}{fs._since()}")
+        commands += 1
+        keep = set(parse_search(response.lines))
+        missing = [u for u in missing if u in keep]
+    if missing:
+        # UIDs inside the mirrored range the mirror lacks: should not happen; heal them
+        log.warning("folder %r: %d server UIDs missing from the mirror; fetching them", f.name, len(missing))
+        metas, _ = await fs._fetch_meta(missing)
+        commands += 1
+        async with fs.db.transaction() as tx:
+            added, _ = await message_store.upsert(tx, f.account_id, f.id, metas, emit_events=True)
+    return ReconcileOutcome(changed=changed, removed=removed, added=added, commands=commands)
+
+
+async def _mirrored_uids(fs: "FolderSync", low: int, high: int) -> list[int]:
+    async with fs.db.transaction() as tx:
+        return await message_store.uids_between(tx, fs.folder.id, low, high)
+
+
+__all__ = ["ReconcileOutcome", "reconcile"]

@@ -1,0 +1,145 @@
+"""The Supervisor's policy with fake actors and trio's autojump clock (no I/O)."""
+
+from __future__ import annotations
+
+import random
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+
+import pytest
+import trio
+
+from actors import status as st
+from actors.registry import Registry
+from actors.supervisor import RestartPolicy, Supervisor
+from mailbridge.errors import ImapConnectionLost
+from mailbridge.store.accounts import Account
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def account(aid: int, *, enabled=True, password_age=0, host="imap.example.test") -> Account:
+    return Account(id=aid, email=f"u{aid}@example.test", imap_host=host, imap_port=993, imap_tls="tls",
+                   imap_username=f"u{aid}", verify_certificate=True, enabled=enabled, health="starting",
+                   health_reason=None, health_changed_at=T0, owner=None, heartbeat_at=None, excluded_folders=None,
+                   credentials_changed_at=datetime(2026, 1, 1, 0, password_age, tzinfo=timezone.utc),
+                   created_at=datetime(2026, 1, 1, 0, 0, aid, tzinfo=timezone.utc), updated_at=T0)
+
+
+class Source:
+    def __init__(self, accounts):
+        self.accounts = list(accounts)
+        self.recorded = []
+
+    async def load(self):
+        return list(self.accounts)
+
+    @asynccontextmanager
+    async def listen(self):
+        send, receive = trio.open_memory_channel(10)
+        self.notify = send
+        async with receive:
+            yield receive
+
+    async def record(self, account_id, health, reason):
+        self.recorded.append((account_id, health))
+
+
+class FakeActor:
+    """Crashes `crashes` times (per account), then runs a cycle and stays up."""
+
+    plan: dict[int, int] = {}
+    starts: dict[int, list[float]] = {}
+    live: set[int] = set()
+
+    def __init__(self, account, throttle, restarts, registry):
+        self.account, self.cycles = account, 0
+        self.status = st.ActorStatus(account_id=account.id, email=account.email, state=st.STARTING,
+                                     health="starting", restarts=restarts)
+        registry.publish(self.status)
+        self.registry = registry
+
+    async def run(self):
+        aid = self.account.id
+        FakeActor.starts.setdefault(aid, []).append(trio.current_time())
+        if FakeActor.plan.get(aid, 0) > 0:
+            FakeActor.plan[aid] -= 1
+            await trio.sleep(0.5)
+            raise ImapConnectionLost("connection reset")
+        FakeActor.live.add(aid)
+        try:
+            self.cycles = 1
+            self.registry.publish(self.status.evolve(state=st.IDLE, lock_held=True))
+            await trio.sleep_forever()
+        finally:
+            FakeActor.live.discard(aid)
+
+
+@pytest.fixture(autouse=True)
+def reset():
+    FakeActor.plan, FakeActor.starts, FakeActor.live = {}, {}, set()
+
+
+def supervisor(source, registry, **kw):
+    policy = kw.pop("policy", RestartPolicy(base=1.0, cap=60.0, jitter=0.0, intensity=3, period=100.0,
+                                            cooldown=500.0))
+    return Supervisor(source, registry, max_accounts=kw.pop("max_accounts", 20), commands_per_minute=200,
+                      actor_factory=lambda a, t, r: FakeActor(a, t, r, registry), policy=policy,
+                      rescan_seconds=30.0, rng=random.Random(1), **kw)
+
+
+@pytest.mark.trio(run=trio.run)
+async def test_backoff_doubles_then_the_budget_imposes_a_cooldown(autojump_clock):
+    registry, source = Registry(), Source([account(1)])
+    FakeActor.plan[1] = 5
+    sup = supervisor(source, registry)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await trio.sleep(2000)
+        assert registry.status(1).restarts == 5 and 1 in FakeActor.live
+        nursery.cancel_scope.cancel()
+    starts = FakeActor.starts[1]
+    gaps = [round(b - a - 0.5, 3) for a, b in zip(starts, starts[1:])]
+    assert gaps[:3] == [1.0, 2.0, 4.0]          # exponential backoff
+    assert gaps[3] == 500.0                     # 4 restarts within 100 s: cooldown
+    assert gaps[4] == 16.0                      # still failing after the rest: backoff goes on
+
+
+@pytest.mark.trio(run=trio.run)
+async def test_backoff_starts_over_after_a_good_cycle_and_status_shows_backoff(autojump_clock):
+    registry, source = Registry(), Source([account(1)])
+    FakeActor.plan[1] = 1
+    sup = supervisor(source, registry)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await trio.sleep(0.75)
+        status = registry.status(1)
+        assert status.state == st.BACKOFF and status.restarts == 1 and status.retry_at is not None
+        assert "connection reset" in status.last_error
+        await trio.sleep(5)
+        assert registry.status(1).state == st.IDLE
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio(run=trio.run)
+async def test_limit_disabled_changed_and_removed_accounts(autojump_clock):
+    registry = Registry()
+    source = Source([account(1), account(2), account(3), account(4, enabled=False)])
+    sup = supervisor(source, registry, max_accounts=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await trio.sleep(1)
+        assert sup.running == [1, 2] and FakeActor.live == {1, 2}
+        assert registry.status(3).health == "over_limit" and registry.status(4).health == "disabled"
+        assert sorted(source.recorded) == [(3, "over_limit"), (4, "disabled")]
+
+        first_start = FakeActor.starts[2][0]
+        source.accounts[1] = account(2, password_age=5)   # new credentials: a fresh actor
+        source.accounts = [a for a in source.accounts if a.id != 1]  # account 1 removed
+        sup.wake()
+        await trio.sleep(1)
+        assert len(FakeActor.starts[2]) == 2 and FakeActor.starts[2][1] > first_start
+        assert sup.running == [2, 3]  # 3 moves up under the limit
+        assert registry.status(1) is None
+        assert FakeActor.live == {2, 3}
+        nursery.cancel_scope.cancel()
