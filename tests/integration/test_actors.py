@@ -266,3 +266,29 @@ async def test_metrics_after_a_sync(dovecot, mail_user, db_dsn, encryption_key):
     assert after[("mailbridge_accounts", (("health", "healthy"),))] >= 1
     lag = after[("mailbridge_folder_lag_seconds", (("account_id", account), ("folder", "Archive")))]
     assert 0 <= lag < 30
+
+
+async def test_retention_window_keeps_old_mail_out_and_expires_it(dovecot, mail_user, db_dsn, encryption_key):
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    with MailboxClient(dovecot, mail_user) as client:
+        client.create("Archive")
+        for n in range(6):
+            old = n % 2 == 0
+            client.append("Archive", make_message(8000 + n, rng=random.Random(n)),
+                          date=now - timedelta(days=400 if old else 3))
+    everything = settings_for(db_dsn, encryption_key)
+    async with running_supervisor(db_dsn, everything) as h:
+        account_id = await insert_account(h.db, everything, username=mail_user.username,
+                                          password=mail_user.password, port=dovecot.port)
+        await h.wait_status(account_id, synced, 30, "the first cycle")
+    assert len((await mirror(db_dsn, account_id))["Archive"]) == 6
+
+    windowed = settings_for(db_dsn, encryption_key, MAILBRIDGE_RETENTION_DAYS="30")
+    async with running_supervisor(db_dsn, windowed) as h:
+        await h.wait_status(account_id, lambda s: s.state == st.IDLE and s.cycles >= 2, 30, "two cycles")
+        kept = await mirror(db_dsn, account_id)
+        expired = await h.db.fetchval("SELECT payload->>'count' FROM events WHERE kind = 'messages_expired'")
+    assert len(kept["Archive"]) == 3 and expired == "3"
+    assert all(row["internal_date"] > now - timedelta(days=30) for row in kept["Archive"].values())
