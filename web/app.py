@@ -77,9 +77,18 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(text, status=status, headers=headers or {}, content_type="application/json; charset=utf-8")
 
 
+def _printable(text: str) -> str:
+    """`text` with control characters and lone surrogates escaped (client input such as
+    a field name may carry them; an error must still be clean JSON text)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def error_response(status: int, code: str, message: str, fields: dict[str, str] | None = None,
                    headers: dict[str, str] | None = None) -> Response:
-    return json_response({"error": {"code": code, "message": message, "fields": dict(fields or {})}},
+    clean = {_printable(str(k)): _printable(str(v)) for k, v in (fields or {}).items()}
+    return json_response({"error": {"code": code, "message": _printable(message), "fields": clean}},
                          status, headers)
 
 

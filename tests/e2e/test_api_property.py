@@ -4,6 +4,8 @@ every answer must be < 500 and match the schema declared for its status."""
 
 from __future__ import annotations
 
+import os
+
 import json
 import socket
 from datetime import timezone
@@ -142,7 +144,8 @@ async def test_no_5xx_and_every_answer_matches_its_schema(dovecot, mail_user, db
                     body["password"] = "x" + body["password"]  # never the real one
             return method, concrete, query, body
 
-        @hsettings(max_examples=200, deadline=None, database=None,
+        # CI replays a fixed sequence (a red build must be reproducible); other runs explore
+        @hsettings(max_examples=200, deadline=None, database=None, derandomize=bool(os.environ.get("CI")),
                    suppress_health_check=list(HealthCheck))
         @given(data=st_.data())
         def run_examples(data):
