@@ -516,9 +516,10 @@ class IdleStream:
         async def get() -> list[bytes]:
             return await proto.idle_queue.get()
 
-        while True:
-            if self._session._lost:
-                raise ImapConnectionLost("connection lost during IDLE")
-            with trio.move_on_after(5):
-                lines = await call(get)
-                return [bytes(line) for line in lines if line != b"stop_wait_server_push"]
+        if self._session._lost:
+            raise ImapConnectionLost("connection lost during IDLE")
+        try:
+            lines = await self._session._unless_lost(get)
+        except ConnectionResetError:
+            raise ImapConnectionLost("connection lost during IDLE") from None
+        return [bytes(line) for line in lines if line != b"stop_wait_server_push"]
