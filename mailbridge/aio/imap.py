@@ -445,10 +445,13 @@ class ImapSession:
 
             try:
                 with trio.fail_after(self.timeout):
-                    await call(start)
+                    await self._unless_lost(start)
             except trio.TooSlowError:
                 self._abort()
                 raise ImapTimeout("IDLE was not acknowledged") from None
+            except ConnectionResetError:
+                self._abort()
+                raise ImapConnectionLost("connection lost while starting IDLE") from None
             except (_aio.AioImapException, OSError) as exc:
                 self._abort()
                 raise ImapCommandError(f"IDLE failed: {exc}", "IDLE", "NO") from None
@@ -469,8 +472,10 @@ class ImapSession:
                 await task
 
         try:
+            if self._lost:
+                raise ConnectionResetError("the connection was lost")
             with trio.fail_after(CLEANUP_TIMEOUT):
-                await call(done)
+                await self._unless_lost(done)
         except (trio.TooSlowError, Exception):
             self._abort()
         # pushes that arrived between the last read and DONE stay queued for the caller
