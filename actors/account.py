@@ -32,7 +32,8 @@ from typing import Any, Callable, Sequence
 import trio
 
 from actors import status as st
-from actors.messages import FetchBody, Reply, Request, SyncNow
+from actors.bodies import fetch_body
+from actors.messages import Reply, Request, SyncNow
 from actors.registry import MAILBOX_SIZE, ActorUnavailable, Registry
 from mailbridge import metrics
 from mailbridge.accountops import endpoint_of
@@ -48,14 +49,10 @@ from mailbridge.errors import (
     ImapError,
     LockLost,
     MailbridgeError,
-    MessageGone,
-    MessageTooLarge,
     SecretError,
 )
 from mailbridge.imap.responses import (
-    parse_body_fetch,
     parse_exists_expunge,
-    parse_fetch,
     parse_select,
     parse_status,
 )
@@ -334,10 +331,10 @@ class AccountActor:
         """
         inbox = self._inbox
         assert inbox is not None
-        condstore = bool(session.enabled & {"CONDSTORE", "QRESYNC"})
+        condstore = session.condstore
         if self._selected == inbox.raw_name:
             news = parse_exists_expunge((await session.noop()).lines)
-            if _meaningful(news):
+            if news.changed:
                 await self._sync_inbox(session, reconcile=True, why="news before IDLE")
                 return "timeout", None
         else:
@@ -367,7 +364,7 @@ class AccountActor:
                     nonlocal result
                     while True:
                         push = parse_exists_expunge(await stream.next_push())
-                        if _meaningful(push):
+                        if push.changed:
                             result = ("push", push)
                             nursery.cancel_scope.cancel()
                             return
@@ -393,7 +390,7 @@ class AccountActor:
             self._inbox = None
             return
         log.debug("account %d: syncing INBOX (%s)", self.account.id, why)
-        condstore = bool(session.enabled & {"CONDSTORE", "QRESYNC"})
+        condstore = session.condstore
         async for step in self._folder_steps(session, inbox, FolderWork(inbox, flag_scan=reconcile and not condstore)):
             pass
         if reconcile:
@@ -415,7 +412,7 @@ class AccountActor:
             self._last_discovery = t0
         else:
             folders = await load_folders(db, a.id)
-        condstore = bool(session.enabled & {"CONDSTORE", "QRESYNC"})
+        condstore = session.condstore
         plan = plan_cycle(
             folders, now=_now(), offset=self._rr_offset, status_offset=self._status_offset,
             folders_per_tick=settings.folders_per_tick, status_per_tick=settings.status_checks_per_tick,
@@ -560,7 +557,7 @@ class AccountActor:
 
     async def _answer(self, session: ImapSession, request: Request) -> None:
         try:
-            value = await self._fetch_body(session, request.payload)
+            value = await fetch_body(session, self.deps.db, request.payload, self._selected, self._on_select)
         except (MailbridgeError, ImapError) as exc:
             request.answer(Reply(error=exc))
             if isinstance(exc, ImapConnectionLost):
@@ -571,35 +568,8 @@ class AccountActor:
         else:
             request.answer(Reply(value=value))
 
-    async def _fetch_body(self, session: ImapSession, req: FetchBody) -> bytes:
-        """The message's raw source.  One command when its folder is already selected and
-        its size is known from the mirror; EXAMINE (read-only) first otherwise."""
-        if self._selected == req.folder_raw_name:
-            current = await self.deps.db.fetchval("SELECT uidvalidity FROM folders WHERE id = $1", req.folder_id)
-        else:
-            response = await session.select(req.folder_raw_name, readonly=True)
-            self._selected = req.folder_raw_name
-            current = parse_select(response.lines_and_text).uidvalidity
-        if req.uidvalidity is not None and current != req.uidvalidity:
-            raise MessageGone(f"the folder was reset on the server (UIDVALIDITY changed); UID {req.uid} is gone")
-        size = req.size
-        if size is None:
-            sized = await session.uid_fetch(str(req.uid), "(UID RFC822.SIZE)")
-            size = next((m.size_bytes for m in parse_fetch(sized.lines)
-                         if getattr(m, "uid", None) == req.uid and getattr(m, "size_bytes", None) is not None), None)
-            if size is None:
-                raise MessageGone(f"message UID {req.uid} is no longer on the server")
-        if size > req.max_bytes:
-            raise MessageTooLarge(f"the message is {size} bytes, over the limit of {req.max_bytes} "
-                                  "(MAILBRIDGE_BODY_MAX_BYTES)", size, req.max_bytes)
-        response = await session.uid_fetch(str(req.uid), "(UID BODY.PEEK[])")
-        uid, body = parse_body_fetch(response.lines)
-        if body is None:
-            raise MessageGone(f"message UID {req.uid} is no longer on the server")
-        if len(body) > req.max_bytes:
-            raise MessageTooLarge(f"the message is {len(body)} bytes, over the limit of {req.max_bytes} "
-                                  "(MAILBRIDGE_BODY_MAX_BYTES)", len(body), req.max_bytes)
-        return body
+    def _on_select(self, raw_name: str) -> None:
+        self._selected = raw_name
 
     def _close_mailbox(self) -> None:
         """Answer whatever is still queued (callers must not wait for a dead actor)."""
@@ -613,12 +583,6 @@ class AccountActor:
             request.answer(Reply(error=ActorUnavailable(
                 f"account {self.account.id}'s actor stopped; try again shortly", 5.0)))
         self._mailbox.close()
-
-
-def _meaningful(push: Any) -> bool:
-    """Whether untagged news says the selected mailbox changed (not just "still here")."""
-    return bool(push.exists is not None or push.expunged_seqs or push.vanished_uids or push.flag_updates
-                or push.fetch_seqs_without_uid)
 
 
 def _describe(exc: BaseException) -> str:

@@ -26,7 +26,6 @@ import argparse
 import math
 import os
 import secrets
-import shutil
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from initial_sync import admin, bare_fetch, fill_mailbox, with_database  # noqa: E402
+from initial_sync import admin, bare_fetch, clean_up, fill_mailbox, with_database  # noqa: E402
 
 from mailbridge.aio.loop import run as run_with_loop  # noqa: E402
 from tests.e2e.serve_support import (  # noqa: E402
@@ -236,18 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = all(r.completed for r in results) and all(r.summary is None or r.summary.bad == 0 for r in results)
         return 0 if ok else 1
     finally:
-        dovecot.stop()
-        if embedded is not None:
-            try:
-                import pgserver
-
-                pgserver.get_server(embedded / "pgdata").cleanup()
-            except Exception:  # noqa: BLE001 - best effort
-                pass
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"kept {workdir}")
+        clean_up(dovecot, embedded, workdir, args.keep)
 
 
 if __name__ == "__main__":

@@ -254,6 +254,22 @@ def fill_mailbox(dovecot, n: int) -> object:
     return user
 
 
+def clean_up(dovecot, embedded: Path | None, workdir: Path, keep: bool) -> None:
+    """Stop the benchmark's Dovecot and embedded Postgres; remove (or keep) its files."""
+    dovecot.stop()
+    if embedded is not None:
+        try:
+            import pgserver
+
+            pgserver.get_server(embedded / "pgdata").cleanup()
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"kept {workdir}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--messages", type=int, default=50_000, help="messages in INBOX (default 50000)")
@@ -345,18 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 0
     finally:
-        dovecot.stop()
-        if embedded is not None:
-            try:
-                import pgserver
-
-                pgserver.get_server(embedded / "pgdata").cleanup()
-            except Exception:  # noqa: BLE001 - best effort
-                pass
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"kept {workdir}")
+        clean_up(dovecot, embedded, workdir, args.keep)
 
 
 if __name__ == "__main__":

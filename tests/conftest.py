@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from mailbridge.aio.loop import trio_run_with_loop
+from tests.support.dovecot import running_dovecot
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -143,15 +144,7 @@ async def db(db_dsn: str):
 @pytest.fixture(scope="session")
 def dovecot(tmp_path_factory):
     """One private Dovecot for the session (plain+STARTTLS port and an implicit-TLS port)."""
-    from mailbridge.testing.dovecot import DovecotError, DovecotServer
-
-    server = DovecotServer(tmp_path_factory.mktemp("dovecot"))
-    try:
-        server.start()
-    except DovecotError as exc:
-        pytest.exit(str(exc), 2)
-    yield server
-    server.stop()
+    yield from running_dovecot(tmp_path_factory.mktemp("dovecot"))
 
 
 @pytest.fixture

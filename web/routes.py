@@ -42,7 +42,6 @@ from web.schema import (
     Response as Resp,
     body_problems,
     invalid,
-    parse_datetime,
     ref,
 )
 
@@ -183,21 +182,28 @@ async def _test_login(new: Any, password: str) -> None:
         invalid(_login_problems(exc))
 
 
+def _validated(schema: Any, body: dict[str, Any], fields: dict[str, Any]) -> Any:
+    """`fields` as a NewAccount, or one 422 naming every bad field: those the body's schema
+    rejects together with those the command line's validation rejects."""
+    problems = body_problems(schema, body)
+    try:
+        new = accountops.validate(fields)
+    except InvalidInput as exc:
+        for key, value in exc.fields.items():
+            problems.setdefault(key, value)
+        new = None
+    invalid(problems)
+    assert new is not None
+    return new
+
+
 @api.route("POST", "/accounts", summary="Add an account (the login is tested before saving)", tag="accounts",
            body=NEW_ACCOUNT, check_body=False,
            responses={201: Resp("created", ref("Account")), 409: err("account_limit", "the account limit is reached"),
                       422: err("invalid_input", "bad fields, or the server refused the login")})
 async def create_account(body: dict[str, Any]) -> Response:
     state = st()
-    problems = body_problems(NEW_ACCOUNT, body)
-    new = None
-    try:
-        new = accountops.validate(body)
-    except InvalidInput as exc:
-        for key, value in exc.fields.items():
-            problems.setdefault(key, value)
-    invalid(problems)
-    assert new is not None
+    new = _validated(NEW_ACCOUNT, body, body)
     try:
         account_id = await accountops.add_account(state.db, state.settings, new, body["password"])
     except AccountLimitReached as exc:
@@ -227,21 +233,13 @@ async def get_account(id: int) -> Response:
 async def patch_account(id: int, body: dict[str, Any]) -> Response:
     state = st()
     current = await account_store.get(state.db, id)
-    problems = body_problems(ACCOUNT_CHANGES, body)
     merged = {
         "email": body.get("email", current.email), "host": body.get("host", current.imap_host),
         "port": body.get("port", current.imap_port), "tls": body.get("tls", current.imap_tls),
         "username": body.get("username", current.imap_username),
         "verify_certificate": body.get("verify_certificate", current.verify_certificate),
     }
-    new = None
-    try:
-        new = accountops.validate(merged)
-    except InvalidInput as exc:
-        for key, value in exc.fields.items():
-            problems.setdefault(key, value)
-    invalid(problems)
-    assert new is not None
+    new = _validated(ACCOUNT_CHANGES, body, merged)
     changes: dict[str, Any] = {}
     for field, value in (("email", new.email), ("host", new.imap_host), ("port", new.imap_port),
                          ("tls", new.imap_tls), ("username", new.imap_username),

@@ -252,7 +252,7 @@ class ImapSession:
         await self._before("LOGIN")
         try:
             with trio.fail_after(self.timeout):
-                response = await call(self._proto.login, self.endpoint.username, password)
+                response = await self._unless_lost(self._proto.login, self.endpoint.username, password)
         except trio.TooSlowError:
             raise ImapTimeout(f"LOGIN to {self.endpoint.describe()} got no answer in {self.timeout:g} s") from None
         except (OSError, _aio.AioImapException, asyncio.TimeoutError) as exc:
@@ -349,6 +349,11 @@ class ImapSession:
 
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities
+
+    @property
+    def condstore(self) -> bool:
+        """Whether mod-sequences are on (CONDSTORE, or QRESYNC which implies it)."""
+        return bool(self.enabled & {"CONDSTORE", "QRESYNC"})
 
     async def enable(self, *capabilities: str) -> frozenset[str]:
         """ENABLE what the server offers of `capabilities`; returns what got enabled."""

@@ -94,6 +94,12 @@ class ServerPush:
     flag_updates: tuple[FlagUpdate, ...] = ()
     fetch_seqs_without_uid: tuple[int, ...] = ()
 
+    @property
+    def changed(self) -> bool:
+        """Whether it says the mailbox changed (not just a keep-alive "still here")."""
+        return bool(self.exists is not None or self.expunged_seqs or self.vanished_uids or self.flag_updates
+                    or self.fetch_seqs_without_uid)
+
 
 @dataclass(frozen=True, slots=True)
 class HeaderFields:

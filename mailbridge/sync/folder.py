@@ -127,7 +127,7 @@ class FolderSync:
 
     @property
     def _modseq(self) -> bool:
-        return "CONDSTORE" in self.session.enabled or "QRESYNC" in self.session.enabled
+        return self.session.condstore
 
     # --- the whole run -----------------------------------------------------------------
 

@@ -62,7 +62,7 @@ async def reconcile(fs: "FolderSync", *, prev_modseq: int | None, flag_scan: boo
     flag_updates: list[FlagUpdate] = []
     vanished: list[int] | None = None
     qresync = "QRESYNC" in session.enabled
-    condstore = qresync or "CONDSTORE" in session.enabled
+    condstore = session.condstore
     full_flags = False
     scanned: set[int] = set()
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 
-import pytest
-
 from mailbridge.testing.imapctl import MailboxClient
 from mailbridge.testing.mailgen import MaildirWriter, corpus
 from tests.e2e.serve_support import (

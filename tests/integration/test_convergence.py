@@ -13,11 +13,11 @@ import time
 import pytest
 
 from mailbridge.aio.db import Database
-from mailbridge.testing.dovecot import DovecotServer
 from mailbridge.testing.imapctl import MailboxClient
 from mailbridge.testing.mailgen import corpus, make_message
 from tests.integration.test_serve import Serve
 from tests.support.cli import run_cli
+from tests.support.dovecot import running_dovecot
 from tests.support.mirror import add_account, assert_exact, base_env, mirror, server_truth
 
 BASE_FOLDERS = ["INBOX", "Sent", "Archive", "Lists.python-dev", "Reise & Urlaub"]
@@ -26,16 +26,8 @@ BASE_FOLDERS = ["INBOX", "Sent", "Archive", "Lists.python-dev", "Reise & Urlaub"
 @pytest.fixture(scope="module")
 def plain_dovecot(tmp_path_factory):
     """A second Dovecot that advertises neither CONDSTORE nor QRESYNC."""
-    from mailbridge.testing.dovecot import DovecotError
-
-    server = DovecotServer(tmp_path_factory.mktemp("dovecot-plain"),
-                           disable_capabilities=("CONDSTORE", "QRESYNC"))
-    try:
-        server.start()
-    except DovecotError as exc:
-        pytest.exit(str(exc), 2)
-    yield server
-    server.stop()
+    yield from running_dovecot(tmp_path_factory.mktemp("dovecot-plain"),
+                               disable_capabilities=("CONDSTORE", "QRESYNC"))
 
 
 class Changes:

@@ -22,22 +22,14 @@ from mailbridge.config import Settings
 from mailbridge.testing.imapctl import MailboxClient
 from mailbridge.testing.mailgen import MaildirWriter, corpus, make_message
 from tests.support.cli import REPO, run_cli
+from tests.support.mirror import add_account, base_env
 
 FOLDERS = ["INBOX", "Sent", "Lists"]
 
 
 @pytest.fixture
 def env(db_dsn, encryption_key, tmp_path):
-    return {"DATABASE_URL": db_dsn, "MAILBRIDGE_ENCRYPTION_KEY": encryption_key,
-            "MAILBRIDGE_HOME": str(tmp_path / "home"), "MAILBRIDGE_BATCH_SIZE": "100"}
-
-
-def add_account(env, dovecot, user) -> int:
-    result = run_cli("accounts", "add", "--email", f"{user.username}@example.test", "--host", "127.0.0.1",
-                     "--port", str(dovecot.port), "--tls", "none", "--username", user.username,
-                     "--password-stdin", env=env, input=user.password + "\n")
-    assert result.code == 0, result.err
-    return int(result.last_line)
+    return base_env(db_dsn, encryption_key, tmp_path)
 
 
 def fill(dovecot, user, per_folder: int = 40, seed: int = 1) -> None:
