@@ -6,7 +6,8 @@ Postgres in a temp dir), migrates it, adds the account, then runs the same code 
 `mailbridge sync --once` (`sync_everything` over `ImapSession`, throttle out of the way).
 
 It prints N, seconds and msgs/s (whole `sync_everything`, and the initial-sync phase
-alone), the process's peak RSS (``ru_maxrss``) and the RSS sampled from /proc/self/status
+alone), the time to build the search documents afterwards (`serve`'s indexer does that
+beside the sync), the process's peak RSS (``ru_maxrss``) and the RSS sampled from /proc/self/status
 during the run, and, as the baseline, the time of a bare-socket ``UID FETCH 1:*`` of the
 same mailbox with the same items (after one untimed pass to warm Dovecot's index).
 
@@ -166,6 +167,7 @@ async def admin(dsn: str, *statements: str) -> None:
 
 
 async def timed_sync(server_dsn: str, dovecot, user, args) -> dict:
+    from actors.indexer import drain
     from mailbridge.aio.db import Database
     from mailbridge.aio.imap import ImapSession
     from mailbridge.accountops import endpoint_of
@@ -221,6 +223,10 @@ async def timed_sync(server_dsn: str, dovecot, user, args) -> dict:
                 cpu = time.process_time() - cpu_start
                 nursery.cancel_scope.cancel()
             stored = await db.fetchval("SELECT count(*) FROM messages WHERE account_id = $1", account_id)
+            # the search documents, built after the sync as `serve`'s indexer and `sync --once` do
+            index_start = time.perf_counter()
+            indexed = await drain(db)
+            index_seconds = time.perf_counter() - index_start
         initial_start = marks.get("first_select", start)
         initial_end = marks.get("last_initial", end)
         result.update(
@@ -229,6 +235,7 @@ async def timed_sync(server_dsn: str, dovecot, user, args) -> dict:
             initial_seconds=initial_end - initial_start,
             reconcile_seconds=(marks["last_reconcile"] - initial_end) if "last_reconcile" in marks else None,
             added=totals.added, defects=totals.defects, stored=int(stored), batches=batches,
+            indexed=indexed, index_seconds=index_seconds,
             rss_before_kb=rss_before,
             rss_peak_initial_kb=sampler.peak(initial_start, initial_end),
             rss_peak_kb=sampler.peak(start, end),
@@ -338,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"initial phase {r['initial_seconds']:.2f} s = {n / r['initial_seconds']:,.0f} msgs/s"
                     + (f"; reconcile {r['reconcile_seconds']:.2f} s" if r["reconcile_seconds"] is not None else "")
                     + f"; this process's CPU {r['cpu_seconds']:.2f} s ({r['cpu_seconds'] / n * 1e6:.0f} us/msg)"
+                    + f"\n  search index built afterwards: {r['indexed']} documents in {r['index_seconds']:.2f} s"
                     + f"\n  ratio to bare socket: {r['seconds'] / bare:.1f}x (initial phase {r['initial_seconds'] / bare:.1f}x)\n"
                     f"  RSS MB: before {r['rss_before_kb'] / 1024:.0f}, peak during initial phase "
                     f"{r['rss_peak_initial_kb'] / 1024:.0f}, peak during sync {r['rss_peak_kb'] / 1024:.0f}, "

@@ -36,6 +36,13 @@ class UniqueViolation(DatabaseError):
     """An insert or update broke a unique constraint."""
 
 
+class FolderRemoved(DatabaseError):
+    """A batch was written for a folder whose row is gone (its account was removed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "23503")  # as the foreign key it replaces would have said
+
+
 class MigrationError(DatabaseError):
     """The schema cannot be brought up to date (e.g. an applied file was edited)."""
 

@@ -92,6 +92,7 @@ async def sync_account_once(db, settings, account, progress: Progress) -> str | 
 
 
 async def cmd_sync(ctx: "Context", args: argparse.Namespace) -> int:
+    from actors.indexer import drain
     from mailbridge.aio.db import Database
     from mailbridge.store import accounts as account_store
 
@@ -113,6 +114,10 @@ async def cmd_sync(ctx: "Context", args: argparse.Namespace) -> int:
             if problem:
                 problems.append(problem)
                 print(f"mailbridge: account {account.id}: {problem}", file=sys.stderr, flush=True)
+        # search is exact without it, but fast only once the documents are built
+        indexed = await drain(db)
+        if indexed:
+            print(f"search index: {indexed} message(s) indexed", flush=True)
     return 1 if problems else 0
 
 
@@ -168,6 +173,7 @@ async def serve_until_signal(ctx: "Context", host: str, port: int, *,
     import threading
 
     from actors.account import AccountActor, ActorDeps
+    from actors.indexer import run_indexer
     from actors.registry import Registry
     from actors.supervisor import DbAccountSource, Supervisor
     from mailbridge.aio.db import Database, pool_size_for
@@ -204,6 +210,7 @@ async def serve_until_signal(ctx: "Context", host: str, port: int, *,
                 outer.start_soon(watch, signals)
                 async with trio.open_nursery() as actors:
                     await actors.start(supervisor.run)
+                    await actors.start(run_indexer, db)
                     async with trio.open_nursery() as http:
                         url = await http.start(serve_http, app, host, port)
                         where = "" if settings.api_token else " (loopback only: MAILBRIDGE_API_TOKEN is not set)"

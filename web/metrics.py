@@ -12,12 +12,15 @@ BODY_FETCHES = Counter("mailbridge_body_fetches_total", "Body fetches through th
                        ["outcome"])
 ACTORS = Gauge("mailbridge_actors", "Actors of this process by state", ["state"])
 ACTOR_RESTARTS = Gauge("mailbridge_actor_restarts", "Restarts of each account's actor", ["account"])
+SEARCH_BACKLOG = Gauge("mailbridge_search_index_backlog",
+                       "Messages whose search document the indexer has not built yet (search is exact meanwhile)")
 MAILBOX_DEPTH = Gauge("mailbridge_actor_mailbox_depth", "Requests waiting in each account's actor mailbox",
                       ["account"])
 
 
-def scrape(registry) -> bytes:
-    """The text exposition, with the actor gauges refreshed from the registry first."""
+def scrape(registry, search_backlog: int | None = None) -> bytes:
+    """The text exposition, with the actor gauges refreshed from the registry first (and
+    the search backlog, when the database answered)."""
     from actors.status import STATES
 
     counts = {state: 0 for state in STATES}
@@ -29,6 +32,8 @@ def scrape(registry) -> bytes:
         MAILBOX_DEPTH.labels(str(snap.account_id)).set(registry.mailbox_depth(snap.account_id))
     for state, n in counts.items():
         ACTORS.labels(state).set(n)
+    if search_backlog is not None:
+        SEARCH_BACKLOG.set(search_backlog)
     return generate_latest()
 
 

@@ -30,6 +30,7 @@ from mailbridge.errors import (
 from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
 from mailbridge.store import api as store
+from mailbridge.store import search as search_store
 from web import metrics
 from web.app import WebState, json_response
 from web.body import parse_body
@@ -100,7 +101,14 @@ async def list_actors() -> Response:
 @api.route("GET", "/metrics", summary="Prometheus metrics", tag="operations",
            responses={200: Resp("Prometheus text format", {"type": "string"}, "text/plain")})
 async def get_metrics() -> Response:
-    return Response(metrics.scrape(st().registry), content_type=metrics.CONTENT_TYPE_LATEST)
+    state = st()
+    backlog = None
+    with trio.move_on_after(2.0):  # the actor gauges do not wait for a slow database
+        try:
+            backlog = await search_store.pending_count(state.db)
+        except DatabaseError:
+            pass
+    return Response(metrics.scrape(state.registry, backlog), content_type=metrics.CONTENT_TYPE_LATEST)
 
 
 @api.route("GET", "/openapi.json", summary="This document, generated from the route declarations",

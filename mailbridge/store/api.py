@@ -13,8 +13,7 @@ from typing import Any
 
 from mailbridge.errors import AccountNotFound, InvalidInput, UniqueViolation
 from mailbridge.store.accounts import PUBLIC_COLUMNS, Account
-
-SEARCH_EXPR = "mailbridge_message_search(m.subject, m.from_name, m.from_email, m.to_emails, m.cc_emails)"
+from mailbridge.store.search import matching_ids_sql
 
 MESSAGE_COLUMNS = (
     "m.id, m.account_id, m.folder_id, f.name AS folder, m.uid, m.message_id, m.subject, m.from_name, "
@@ -133,7 +132,7 @@ async def list_messages(db: Any, account_id: int, filters: MessageFilter, *, lim
         pattern = arg("%" + _like_escape(filters.sender) + "%")
         where.append(f"(m.from_email ILIKE {pattern} OR m.from_name ILIKE {pattern})")
     if filters.q:
-        where.append(f"{SEARCH_EXPR} @@ websearch_to_tsquery('simple', {arg(filters.q)})")
+        where.append(f"m.id IN ({matching_ids_sql('$1', arg(filters.q))})")
     if after is not None:
         date, last_id = after
         if date is None:

@@ -7,8 +7,10 @@ in the same statement (then it may be given the pool: one round trip per batch).
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any, Iterable, Sequence
 
+from mailbridge.errors import FolderRemoved
 from mailbridge.imap.models import FlagUpdate, MessageMeta
 
 COLUMNS = (
@@ -23,19 +25,32 @@ _TYPES = (
     "bigint", "text[]",
 )
 _ARRAY_COLUMNS = frozenset(c for c, t in zip(COLUMNS, _TYPES) if t == "text[]")
-_PARAMS = 3  # $1 account, $2 folder, $3 emit events; then one array per column
+_TEXT_COLUMNS = tuple(i for i, t in enumerate(_TYPES) if t.startswith("text"))
+_PARAMS = 5  # $1 account, $2 folder, $3 emit events, $4 separator, $5 NULL marker; then one per column
 _FOLDER_PARAMS = _PARAMS + len(COLUMNS)
 
-# One statement: the batch arrives as one array per column (array-valued columns as
-# array literals, one per row), is upserted, and (optionally) the folder row carrying
-# the sync cursor is updated; a single statement is a single transaction, so rows and
-# cursor commit together, in one round trip.
+
+def _source(i: int, sql_type: str) -> str:
+    """Column i's values in SQL: a text column arrives as one string (see `_columns`)."""
+    param = f"${_PARAMS + 1 + i}"
+    if sql_type.startswith("text"):
+        return f"(string_to_array({param}, $4, $5))[1:cardinality(${_PARAMS + 1}::bigint[])]"
+    return f"{param}::{sql_type}[]"
+
+
+# One statement: the batch arrives one parameter per column (see `_columns`), is upserted,
+# and (optionally) the folder row carrying the sync cursor is updated; a single statement
+# is a single transaction, so rows and cursor commit together, in one round trip.
 _UPSERT = """
-WITH src AS (
+WITH target AS (
+    -- the folder row, locked against deletion until commit (once per batch: messages has
+    -- no per-row foreign keys, see sql/0004); gone, the batch inserts nothing
+    SELECT id FROM folders WHERE id = $2 AND account_id = $1 FOR KEY SHARE
+), src AS (
     SELECT * FROM unnest({arrays}) AS s({names})
 ), up AS (
     INSERT INTO messages (account_id, folder_id, {columns})
-    SELECT $1, $2, {values} FROM src
+    SELECT $1, $2, {values} FROM src, target
     ON CONFLICT (folder_id, uid) DO UPDATE SET
         message_id = EXCLUDED.message_id, subject = EXCLUDED.subject,
         from_name = EXCLUDED.from_name, from_email = EXCLUDED.from_email,
@@ -53,12 +68,15 @@ WITH src AS (
     SELECT $1, $2, CASE WHEN inserted THEN 'message_added' ELSE 'message_changed' END,
            jsonb_build_object('message', id, 'uid', uid)
     FROM up WHERE $3
+), queued AS (
+    -- the search indexer builds these rows' documents (see mailbridge.store.search)
+    INSERT INTO search_pending (message_id) SELECT id FROM up ON CONFLICT DO NOTHING
 ){folder_cte}
 SELECT count(*) FILTER (WHERE inserted) AS added, count(*) FILTER (WHERE NOT inserted) AS changed,
-       {folder_value} AS folder_value
+       {folder_value} AS folder_value, (SELECT count(*) FROM target) AS folder_found
 FROM up
 """.format(
-    arrays=", ".join(f"${_PARAMS + 1 + i}::{'text' if t == 'text[]' else t}[]" for i, t in enumerate(_TYPES)),
+    arrays=", ".join(_source(i, t) for i, t in enumerate(_TYPES)),
     names=", ".join(COLUMNS),
     columns=", ".join(COLUMNS),
     values=", ".join(f"{c}::text[]" if c in _ARRAY_COLUMNS else c for c in COLUMNS),
@@ -105,9 +123,19 @@ def _array(items: Sequence[str] | None) -> str | None:
     return '{"' + '","'.join(parts) + '"}'
 
 
-def _columns(metas: Sequence[MessageMeta]) -> list[list]:
-    """The batch as one list per column, in COLUMNS order."""
-    return [
+# characters that may separate values and stand for NULL: the first two that occur in
+# none of a batch's values are used (control and private-use characters, so nearly always
+# the first two)
+_SEPARATORS = "\x1f\x1e\x1d\x1c" + "".join(chr(c) for c in range(0xE000, 0xF900))
+
+
+def _columns(metas: Sequence[MessageMeta]) -> list:
+    """The batch's parameters after the first three: separator, NULL marker, then one per
+    column in COLUMNS order.  Numbers and dates go as arrays; each text column (and each
+    array column, as one array literal per row) goes as a single string, its values each
+    followed by the separator and NULL as the marker, which `string_to_array` splits in
+    the statement: asyncpg's per-element array encoding cost more than the parsing."""
+    columns: list[list] = [
         [m.uid for m in metas],
         [_clean(m.message_id) for m in metas],
         [_clean(m.subject) for m in metas],
@@ -124,12 +152,23 @@ def _columns(metas: Sequence[MessageMeta]) -> list[list]:
         [m.modseq for m in metas],
         [_array(m.defects) if m.defects else None for m in metas],
     ]
+    texts = [columns[i] for i in _TEXT_COLUMNS]
+    blob = "".join(["".join(filter(None, values)) for values in texts])
+    sep, null = islice((c for c in _SEPARATORS if c not in blob), 2)
+    for i in _TEXT_COLUMNS:
+        values = columns[i]
+        if None in values:
+            values = [null if v is None else v for v in values]
+        columns[i] = sep.join(values) + sep if values else ""
+    return [sep, null, *columns]
 
 
 async def upsert(tx: Any, account_id: int, folder_id: int, metas: Sequence[MessageMeta], *,
                  emit_events: bool, folder_set: str = "", folder_args: Sequence[Any] = (),
                  returning: str = "") -> tuple[int, int]:
     """Insert or update `metas` (by folder and UID); returns (added, changed).
+
+    Raises `FolderRemoved` (writing nothing) when the folder row is gone.
 
     With `folder_set`, the same statement also runs ``UPDATE folders SET <folder_set>
     WHERE id = folder_id`` (its ``{}`` placeholders take `folder_args`; ``{added}`` is the
@@ -141,6 +180,9 @@ async def upsert(tx: Any, account_id: int, folder_id: int, metas: Sequence[Messa
         return 0, 0
     row = await tx.fetchrow(_statement(folder_set, returning), account_id, folder_id, emit_events,
                             *_columns(metas), *folder_args)
+    if not row["folder_found"]:
+        raise FolderRemoved(f"folder {folder_id} of account {account_id} was removed (with its account?); "
+                            "nothing written")
     if returning:
         return int(row["added"]), int(row["changed"]), row["folder_value"]  # type: ignore[return-value]
     return int(row["added"]), int(row["changed"])

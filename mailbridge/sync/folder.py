@@ -220,20 +220,30 @@ class FolderSync:
 
     # --- fetching ----------------------------------------------------------------------
 
-    async def _fetch_meta(self, uids: list[int]) -> tuple[list[MessageMeta], int]:
+    async def _fetch_raw(self, uids: list[int]) -> list[Any]:
+        """The unparsed metadata FETCH responses (one `lines` per command) of `uids`."""
         items = META_ITEMS_MODSEQ if self._modseq else META_ITEMS
+        responses = []
+        for uid_set in split_for_command(uids):
+            response = await self.session.uid_fetch(uid_set, items)
+            responses.append(response.lines)
+            del response
+        return responses
+
+    async def _parse_meta(self, uids: list[int], responses: list[Any]) -> tuple[list[MessageMeta], int]:
+        """The messages of `uids` in `responses` (emptied as it goes), ascending, and the
+        number of defects.  It yields to other tasks every PARSE_SLICE messages, so a
+        concurrent fetch and database write (see `_pipeline`) make progress."""
         wanted = set(uids)
         metas: dict[int, MessageMeta] = {}
         defects = 0
-        for uid_set in split_for_command(uids):
-            response = await self.session.uid_fetch(uid_set, items)
-            lines = response.lines
-            del response
+        responses.reverse()
+        while responses:
+            lines = responses.pop()
             n = 0
             for item in parse_fetch(lines):
                 n += 1
                 if n % PARSE_SLICE == 0:
-                    # let a concurrent database write (see _pipeline) make progress
                     await trio.sleep(0)
                 if isinstance(item, MessageMeta):
                     if item.uid in wanted:
@@ -248,50 +258,76 @@ class FolderSync:
             del lines
         return [metas[u] for u in sorted(metas)], defects
 
+    async def _fetch_meta(self, uids: list[int]) -> tuple[list[MessageMeta], int]:
+        return await self._parse_meta(uids, await self._fetch_raw(uids))
+
     async def _pipeline(self, batches: Iterator[list[int]],
                         write: Callable[[list[int], list[MessageMeta], bool], Awaitable[Any]],
                         ) -> AsyncIterator[tuple[list[int], int, Any]]:
-        """Fetch and write `batches` in order, fetching batch k+1 while batch k is written.
+        """Fetch, parse and write `batches` in order, overlapped: while batch k is written,
+        k+1 is parsed and k+2 fetched (the server prepares its response while we parse).
 
         `write(batch, metas, last)` writes one batch and its cursor in one transaction
         (one statement: see `message_store.upsert`'s folder_set); this yields (batch,
-        defects, write's result) after each commit, so a cursor never covers rows that
-        are not committed.  At most two batches are held at a time.  A failed prefetch
-        does not roll back the write it overlapped: it is raised once that write has
-        committed and been yielded.
+        defects, write's result) after each commit, outside any concurrent work, so a
+        cursor never covers rows that are not committed and the session is idle at every
+        yield.  At most three batches are held at a time.  A failed fetch does not drop
+        what was fetched before it: those batches are parsed and written first, and the
+        error is raised after the last of them has been yielded.  A failed write is
+        raised at once (the fetch and parse it overlapped are cancelled).
         """
-        batch = next(batches, None)
-        if batch is None:
-            return
-        metas, defects = await self._fetch_meta(batch)
-        while batch is not None:
-            upcoming = next(batches, None)
-            prefetched: list[Any] = []
+        fetch_next = next(batches, None)     # the batch to fetch next
+        fetched: tuple[list[int], list[Any]] | None = None                 # to parse
+        parsed: tuple[list[int], list[MessageMeta], int] | None = None     # to write
+        failure: BaseException | None = None  # of a fetch: raised once the batches before it are written
+        while fetch_next is not None or fetched is not None or parsed is not None:
+            got_raw: list[Any] = []
+            got_metas: list[Any] = []
+            got_result: list[Any] = []
 
-            async def prefetch(uids: list[int]) -> None:
+            async def fetch(uids: list[int]) -> None:
                 try:
-                    prefetched.append(await self._fetch_meta(uids))
-                except Exception as exc:  # noqa: BLE001 - re-raised after the write commits
-                    prefetched.append(exc)
+                    got_raw.append(await self._fetch_raw(uids))
+                except Exception as exc:  # noqa: BLE001 - raised after the earlier batches are written
+                    got_raw.append(exc)
+
+            async def parse(uids: list[int], responses: list[Any]) -> None:
+                got_metas.append(await self._parse_meta(uids, responses))
+
+            async def store(uids: list[int], metas: list[MessageMeta], last: bool) -> None:
+                got_result.append(await write(uids, metas, last))
 
             try:
                 async with trio.open_nursery() as nursery:
-                    if upcoming is not None:
-                        nursery.start_soon(prefetch, upcoming)
-                    result = await write(batch, metas, upcoming is None)
+                    if fetch_next is not None:
+                        nursery.start_soon(fetch, fetch_next)
+                    if parsed is not None:
+                        last = fetch_next is None and fetched is None and failure is None
+                        nursery.start_soon(store, parsed[0], parsed[1], last)
+                    if fetched is not None:
+                        nursery.start_soon(parse, *fetched)
             except BaseExceptionGroup as group:  # the write's own error, not a group of one
                 leaf = single_exception(group)
                 if leaf is group:
                     raise
                 raise leaf from None
-            del metas
-            yield batch, defects, result
-            if upcoming is None:
-                return
-            got = prefetched[0]
-            if isinstance(got, BaseException):
-                raise got
-            batch, (metas, defects) = upcoming, got
+            written, parsed = parsed, None
+            if fetched is not None:
+                parsed = (fetched[0], *got_metas[0])
+                fetched = None
+            if fetch_next is not None:
+                if isinstance(got_raw[0], BaseException):
+                    failure = got_raw[0]
+                    fetch_next = None
+                else:
+                    fetched = (fetch_next, got_raw[0])
+                    fetch_next = next(batches, None)
+            del got_raw, got_metas
+            if written is not None:
+                yield written[0], written[2], got_result[0]
+                del written
+        if failure is not None:
+            raise failure
 
     async def _search(self, criteria: str) -> list[int]:
         response = await self.session.uid_search(criteria)

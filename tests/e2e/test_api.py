@@ -421,6 +421,7 @@ async def test_metrics_and_openapi(db_dsn, encryption_key):
         metrics = await api.http.get("/metrics")
         assert metrics.status == 200 and metrics.content_type.startswith("text/plain")
         assert b"mailbridge_http_requests_total" in metrics.body and b"mailbridge_actors" in metrics.body
+        assert b"mailbridge_search_index_backlog 0.0" in metrics.body
         spec = await api.http.ok("GET", "/openapi.json")
         routes = {(m.upper(), p) for p, ms in spec["paths"].items() for m in ms}
         for expected in [("GET", "/health"), ("GET", "/actors"), ("GET", "/accounts"), ("POST", "/accounts"),

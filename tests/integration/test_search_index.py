@@ -1,0 +1,99 @@
+"""The search index beside the sync (sql/0003): queued by batch writes, built by the
+indexer, and search exact before, during and after (real Postgres)."""
+
+from __future__ import annotations
+
+import trio
+
+from actors.indexer import drain, run_indexer
+from mailbridge.store import messages as message_store
+from mailbridge.store import search as search_store
+from mailbridge.store.api import MessageFilter, list_messages
+from tests.support.rows import account_with_folder, meta
+
+
+async def search(db, account_id: int, q: str) -> list[int]:
+    rows = await list_messages(db, account_id, MessageFilter(q=q), limit=100)
+    return sorted(r["uid"] for r in rows)
+
+
+async def test_search_is_exact_before_and_after_the_index_is_built(db):
+    account_id, folder_id = await account_with_folder(db)
+    other_account, other_folder = await account_with_folder(db, "other@example.test")
+    metas = [meta(u, f"invoice {u}" if u % 2 else f"meeting {u}", to=("bob.jones@corp.example.org",))
+             for u in range(1, 41)]
+    await message_store.upsert(db, account_id, folder_id, metas, emit_events=False)
+    await message_store.upsert(db, other_account, other_folder, metas[:5], emit_events=False)
+    assert await search_store.pending_count(db) == 45
+    assert await db.fetchval("SELECT count(*) FROM message_search") == 0
+
+    odd = [u for u in range(1, 41) if u % 2]
+    expected = {"invoice": odd, "meeting": [u for u in range(1, 41) if not u % 2],
+                "jones": list(range(1, 41)), "bob.jones@corp.example.org": list(range(1, 41)), "nothing": []}
+    for q, uids in expected.items():
+        assert await search(db, account_id, q) == uids, q  # queued: the document function
+
+    assert await drain(db, batch=7) == 45
+    assert await search_store.pending_count(db) == 0
+    assert await db.fetchval("SELECT count(*) FROM message_search") == 45
+    for q, uids in expected.items():
+        assert await search(db, account_id, q) == uids, q  # built: the index
+
+
+async def test_a_changed_row_is_searched_by_its_new_text_at_once(db):
+    account_id, folder_id = await account_with_folder(db)
+    await message_store.upsert(db, account_id, folder_id, [meta(1, "quarterly report")], emit_events=False)
+    await drain(db)
+    assert await search(db, account_id, "quarterly") == [1]
+    # the same UID re-fetched with another subject (a re-parse): queued again
+    await message_store.upsert(db, account_id, folder_id, [meta(1, "annual summary")], emit_events=False)
+    assert await search_store.pending_count(db) == 1
+    assert await search(db, account_id, "quarterly") == []  # the stale document is not used
+    assert await search(db, account_id, "annual") == [1]
+    await drain(db)
+    assert await search(db, account_id, "quarterly") == []
+    assert await search(db, account_id, "annual") == [1]
+
+
+async def test_deleted_rows_leave_neither_queue_entries_nor_documents(db):
+    account_id, folder_id = await account_with_folder(db)
+    await message_store.upsert(db, account_id, folder_id, [meta(u, "hello") for u in range(1, 11)],
+                               emit_events=False)
+    await message_store.remove_uids(db, account_id, folder_id, [1, 2, 3], emit_events=False)  # while queued
+    assert await drain(db) == 10  # the ids of deleted rows are dropped, not indexed
+    assert await db.fetchval("SELECT count(*) FROM message_search") == 7
+    await message_store.remove_uids(db, account_id, folder_id, [4, 5], emit_events=False)  # once indexed
+    assert await db.fetchval("SELECT count(*) FROM message_search") == 5
+    assert await search(db, account_id, "hello") == [6, 7, 8, 9, 10]
+
+
+async def test_the_indexer_task_keeps_up_and_stops_when_cancelled(db):
+    account_id, folder_id = await account_with_folder(db)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lambda task_status: run_indexer(db, batch=50, idle_poll=0.05, task_status=task_status))
+        await message_store.upsert(db, account_id, folder_id, [meta(u, "batch one") for u in range(1, 301)],
+                                   emit_events=False)
+        with trio.fail_after(10):
+            while await search_store.pending_count(db):
+                await trio.sleep(0.05)
+        await message_store.upsert(db, account_id, folder_id, [meta(301, "late arrival")], emit_events=False)
+        with trio.fail_after(10):
+            while await search_store.pending_count(db):
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    assert await db.fetchval("SELECT count(*) FROM message_search") == 301
+    assert await search(db, account_id, "late") == [301]
+
+
+async def test_an_interrupted_index_statement_changes_nothing(db):
+    account_id, folder_id = await account_with_folder(db)
+    await message_store.upsert(db, account_id, folder_id, [meta(u, "kept") for u in range(1, 6)],
+                               emit_events=False)
+    async with db.transaction() as tx:
+        await tx.execute("LOCK TABLE message_search IN EXCLUSIVE MODE")  # the indexer's insert blocks
+        with trio.move_on_after(0.5) as scope:
+            await search_store.index_pending(db)
+        assert scope.cancelled_caught
+    assert await search_store.pending_count(db) == 5
+    assert await db.fetchval("SELECT count(*) FROM message_search") == 0
+    assert await drain(db) == 5
