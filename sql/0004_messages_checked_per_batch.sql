@@ -18,6 +18,3 @@ BEGIN
 END $$;
 CREATE TRIGGER folders_forget_messages AFTER DELETE ON folders
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION mailbridge_folders_forget_messages();
-
--- rows a past delete may have left behind (none when the keys held)
-DELETE FROM messages m WHERE NOT EXISTS (SELECT 1 FROM folders f WHERE f.id = m.folder_id);

@@ -103,10 +103,6 @@ def _statement(folder_set: str, returning: str) -> str:
     return sql
 
 
-def _clean(text: str | None) -> str | None:
-    return text.replace("\x00", "") if text and "\x00" in text else text
-
-
 def _array(items: Sequence[str] | None) -> str | None:
     """A Postgres array literal of text elements (each quoted); None stays NULL."""
     if items is None:
@@ -123,6 +119,20 @@ def _array(items: Sequence[str] | None) -> str | None:
     return '{"' + '","'.join(parts) + '"}'
 
 
+_FLAG_LITERALS: dict[tuple[str, ...], str] = {}
+
+
+def _flags_literal(flags: tuple[str, ...]) -> str:
+    """`_array(flags)`, remembered: a mailbox has few distinct flag sets."""
+    literal = _FLAG_LITERALS.get(flags)
+    if literal is None:
+        literal = _array(flags) or "{}"
+        if len(_FLAG_LITERALS) >= 1024:
+            _FLAG_LITERALS.clear()
+        _FLAG_LITERALS[flags] = literal
+    return literal
+
+
 # characters that may separate values and stand for NULL: the first two that occur in
 # none of a batch's values are used (control and private-use characters, so nearly always
 # the first two)
@@ -137,17 +147,17 @@ def _columns(metas: Sequence[MessageMeta]) -> list:
     the statement: asyncpg's per-element array encoding cost more than the parsing."""
     columns: list[list] = [
         [m.uid for m in metas],
-        [_clean(m.message_id) for m in metas],
-        [_clean(m.subject) for m in metas],
-        [_clean(m.from_name) for m in metas],
-        [_clean(m.from_email) for m in metas],
+        [m.message_id for m in metas],
+        [m.subject for m in metas],
+        [m.from_name for m in metas],
+        [m.from_email for m in metas],
         [_array(m.to_emails) for m in metas],
         [_array(m.cc_emails) for m in metas],
         [m.sent_at for m in metas],
         [m.internal_date for m in metas],
         [m.size_bytes for m in metas],
-        [_array(m.flags) for m in metas],
-        [_clean(m.in_reply_to) for m in metas],
+        [_flags_literal(m.flags) for m in metas],
+        [m.in_reply_to for m in metas],
         [_array(m.references) for m in metas],
         [m.modseq for m in metas],
         [_array(m.defects) if m.defects else None for m in metas],
@@ -159,7 +169,8 @@ def _columns(metas: Sequence[MessageMeta]) -> list:
         values = columns[i]
         if None in values:
             values = [null if v is None else v for v in values]
-        columns[i] = sep.join(values) + sep if values else ""
+        joined = sep.join(values) + sep if values else ""
+        columns[i] = joined.replace("\x00", "") if "\x00" in joined else joined  # Postgres text holds no NUL
     return [sep, null, *columns]
 
 

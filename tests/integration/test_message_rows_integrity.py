@@ -109,3 +109,17 @@ async def test_any_text_round_trips_whatever_characters_it_holds(db):
     await store.upsert(db, account_id, folder_id, [], emit_events=False,
                        folder_set="synced_high_uid = {}", folder_args=(99,))
     assert await db.fetchval("SELECT synced_high_uid FROM folders WHERE id = $1", folder_id) == 99
+
+
+async def test_nul_characters_are_dropped_from_every_text_column(db):
+    import dataclasses
+
+    from mailbridge.store import messages as store
+
+    account_id, folder_id = await account_with_folder(db)
+    m = dataclasses.replace(meta(1, "sub\x00ject", to=("a\x00b@x",)), message_id="\x00id@x", from_name="\x00",
+                            in_reply_to="r\x00@x", flags=("\\Se\x00en",), references=("\x00ref@x",))
+    await store.upsert(db, account_id, folder_id, [m], emit_events=False)
+    r = await db.fetchrow("SELECT * FROM messages WHERE folder_id = $1", folder_id)
+    assert (r["subject"], r["message_id"], r["from_name"], r["in_reply_to"]) == ("subject", "id@x", "", "r@x")
+    assert (r["to_emails"], r["flags"], r["references_header"]) == (["ab@x"], ["\\Seen"], ["ref@x"])
