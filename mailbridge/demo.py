@@ -23,6 +23,7 @@ import os
 import random
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -115,12 +116,16 @@ async def run_demo(ctx: "Context") -> int:
         async def generate_mail() -> None:
             await _generate_mail(server, user)
 
+        def remove_at_once() -> None:
+            _remove_at_once(server, database, workdir)
+
         await serve_until_signal(Context(settings=demo_settings, dsn=database.dsn), "127.0.0.1",
-                                 settings.port or 0, on_ready=announce, extra_tasks=(generate_mail,))
+                                 settings.port or 0, on_ready=announce, extra_tasks=(generate_mail,),
+                                 before_forced_exit=remove_at_once)
         return 0
     finally:
         with trio.CancelScope(shield=True):
-            await _cleanup(server, database, workdir)
+            await _cleanup_unless_interrupted(server, database, workdir)
 
 
 # --- the database -----------------------------------------------------------------------------
@@ -268,6 +273,38 @@ def _open_browser(url: str) -> None:
             pass
 
     threading.Thread(target=run, daemon=True).start()
+
+
+async def _cleanup_unless_interrupted(server: Any, database: DemoDatabase | None, workdir: Path) -> None:
+    """`_cleanup`; a Ctrl-C (or SIGTERM) meanwhile removes what it can at once and exits."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            async def exit_on_signal() -> None:
+                async for signum in signals:
+                    _remove_at_once(server, database, workdir)
+                    os._exit(128 + signum)
+
+            nursery.start_soon(exit_on_signal)
+            await _cleanup(server, database, workdir)
+            nursery.cancel_scope.cancel()
+
+
+def _remove_at_once(server: Any, database: DemoDatabase | None, workdir: Path) -> None:
+    """On a forced exit (a second Ctrl-C): stop Dovecot and an embedded Postgres, delete
+    the files, all within a few seconds; a database made next to DATABASE_URL's cannot be
+    dropped in that time (its connections are still open), so say how to drop it."""
+    if server is not None:
+        server.stop(timeout=2.0)
+    if database is not None and database.pgdata is not None:
+        _stop_embedded(database.pgdata)
+    shutil.rmtree(workdir, ignore_errors=True)
+    if database is not None and database.name is not None:
+        print(f"mailbridge demo: exiting at once; Dovecot and the files are removed; drop the demo "
+              f"database with: psql \"$DATABASE_URL\" -c 'DROP DATABASE \"{database.name}\" WITH (FORCE)'",
+              file=sys.stderr, flush=True)
+    else:
+        print("mailbridge demo: exiting at once; Dovecot, the database and the files are removed",
+              file=sys.stderr, flush=True)
 
 
 async def _cleanup(server: Any, database: DemoDatabase | None, workdir: Path) -> None:

@@ -163,11 +163,13 @@ async def cmd_serve(ctx: "Context", args: argparse.Namespace) -> int:
 
 
 async def serve_until_signal(ctx: "Context", host: str, port: int, *,
-                             on_ready=None, extra_tasks=()) -> None:
+                             on_ready=None, extra_tasks=(), before_forced_exit=None) -> None:
     """Run HTTP and the supervisor until SIGINT/SIGTERM (see `cmd_serve`).
 
     `on_ready(url)` is called once both run; each of `extra_tasks` (async callables) runs
-    alongside until shutdown (the demo's mail generator).
+    alongside until shutdown (the demo's mail generator).  `before_forced_exit()` (plain,
+    blocking, best effort) runs just before a forced exit: a second signal, or a shutdown
+    that outlasts SHUTDOWN_GRACE (the demo removes its Dovecot and files there).
     """
     import signal
     import threading
@@ -199,10 +201,11 @@ async def serve_until_signal(ctx: "Context", host: str, port: int, *,
         async def watch(signals) -> None:
             async for signum in signals:
                 if stopping.is_set():
+                    _run_before_exit(before_forced_exit)
                     os._exit(128 + signum)  # the second signal: at once
                 print(f"mailbridge: {signal.Signals(signum).name}: stopping "
                       "(a second signal exits at once)", file=sys.stderr, flush=True)
-                timers.append(_arm_forced_exit(threading))
+                timers.append(_arm_forced_exit(threading, before_forced_exit))
                 stopping.set()
 
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -230,10 +233,19 @@ async def serve_until_signal(ctx: "Context", host: str, port: int, *,
     print("stopped: every batch committed or rolled back, locks released", flush=True)
 
 
-def _arm_forced_exit(threading) -> None:
+def _run_before_exit(cleanup) -> None:
+    if cleanup is not None:
+        try:
+            cleanup()
+        except Exception as exc:  # noqa: BLE001 - exiting anyway
+            print(f"mailbridge: cleanup before exiting failed: {exc}", file=sys.stderr, flush=True)
+
+
+def _arm_forced_exit(threading, cleanup=None) -> None:
     def force() -> None:
         print(f"mailbridge: shutdown took over {SHUTDOWN_GRACE:g} s; exiting now "
               "(Postgres releases the locks with the connections)", file=sys.stderr, flush=True)
+        _run_before_exit(cleanup)
         os._exit(1)
 
     timer = threading.Timer(SHUTDOWN_GRACE, force)

@@ -134,3 +134,38 @@ async def test_demo_runs_syncs_appends_and_cleans_up(db_dsn, tmp_path):
         if demo.proc.poll() is None:
             demo.proc.kill()
             demo.proc.wait(10)
+
+
+async def test_a_second_ctrl_c_exits_at_once_and_still_removes_dovecot_and_files(db_dsn, tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MAILBRIDGE_") and k not in ("DATABASE_URL", "PORT", "IMAP_ENCRYPTION_KEY")}
+    env.update(DATABASE_URL=db_dsn, MAILBRIDGE_HOME=str(tmp_path / "home"))
+    demo = Demo(env)
+    database = None
+    try:
+        demo.line("dashboard", timeout=120)
+        workdir = demo.line("files", timeout=5)
+        database = re.search(r"database (mailbridge_demo_\w+)", demo.line("database", timeout=5)).group(1)
+        assert dovecot_pids(workdir)
+        demo.proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        demo.proc.send_signal(signal.SIGINT)
+        code = demo.proc.wait(30)
+        for t in demo.threads:
+            t.join(5)
+        assert code == 128 + signal.SIGINT, demo.text()[-3000:]
+        assert "Traceback" not in demo.text()
+        deadline = time.monotonic() + 10
+        while dovecot_pids(workdir) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the master's children exit after it
+        assert dovecot_pids(workdir) == []
+        assert not Path(workdir).exists(), (list(Path(workdir).rglob("*"))[:20], demo.text()[-2000:])
+        if "demo removed" not in "".join(demo.out):  # the graceful cleanup did not finish first
+            assert f'DROP DATABASE \\"{database}\\"' in "".join(demo.err) or database in "".join(demo.err)
+    finally:
+        if demo.proc.poll() is None:
+            demo.proc.kill()
+            demo.proc.wait(10)
+        if database is not None:
+            async with Database.connect(db_dsn, max_size=1) as db:
+                await db.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
