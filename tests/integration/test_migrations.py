@@ -62,3 +62,38 @@ async def test_accounts_notify_on_change_not_on_heartbeat(db):
                 got.append(await events.receive())
     assert got == [f'{{"op" : "insert", "id" : {account_id}}}', f'{{"op" : "update", "id" : {account_id}}}',
                    f'{{"op" : "delete", "id" : {account_id}}}']
+
+
+async def test_a_database_with_mail_keeps_it_searchable_across_the_search_and_key_migrations(empty_db_dsn):
+    """0003 and 0004 applied to a database that already mirrors mail: every message is
+    queued for the indexer and found by search meanwhile; deletes still cascade."""
+    from actors.indexer import drain
+    from mailbridge.store.api import MessageFilter, list_messages
+
+    before = [m for m in available_migrations() if m.version <= 2]
+    await migrate(empty_db_dsn, before)
+    async with Database.connect(empty_db_dsn, max_size=2) as db:
+        account = await db.fetchval(
+            "INSERT INTO accounts (email, imap_host, imap_port, imap_tls, imap_username, password_encrypted) "
+            "VALUES ('old@example.test', 'h', 143, 'none', 'u', 'x') RETURNING id")
+        folder = await db.fetchval(
+            "INSERT INTO folders (account_id, name, raw_name) VALUES ($1, 'INBOX', 'INBOX') RETURNING id", account)
+        await db.execute(
+            "INSERT INTO messages (account_id, folder_id, uid, subject, from_email) "
+            "SELECT $1, $2, u, CASE WHEN u % 2 = 0 THEN 'invoice ' || u ELSE 'hello' END, 'ann@example.com' "
+            "FROM generate_series(1, 50) u", account, folder)
+        await migrate(empty_db_dsn)
+        assert await db.fetchval("SELECT count(*) FROM search_pending") == 50
+
+        async def found(q: str) -> list[int]:
+            rows = await list_messages(db, account, MessageFilter(q=q), limit=100)
+            return sorted(r["uid"] for r in rows)
+
+        assert await found("invoice") == list(range(2, 51, 2))
+        assert await drain(db) == 50
+        assert await found("invoice") == list(range(2, 51, 2))
+        assert await db.fetchval(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'messages'::regclass AND contype = 'f'") == 0
+        await db.execute("DELETE FROM accounts WHERE id = $1", account)
+        assert await db.fetchval("SELECT count(*) FROM messages") == 0
+        assert await db.fetchval("SELECT count(*) FROM message_search") == 0
