@@ -532,9 +532,16 @@ class AccountActor:
     async def _between_steps(self, session: ImapSession, folder: Folder | None) -> bool:
         """Answer the requests waiting now (not those arriving meanwhile: a steady stream
         of requests must not stop the sync); if one selected another mailbox, re-select
-        `folder`.  False when the folder cannot go on (its UIDVALIDITY changed meanwhile)."""
+        `folder`.  False when the folder cannot go on (its UIDVALIDITY changed meanwhile).
+
+        When the throttle lacks the commands for all of them and the next step, it answers
+        one: requests and sync steps then take turns at the throttle, so requests beyond
+        its rate wait (or are refused, the mailbox full) instead of stalling the mirror."""
         moved = False
-        for _ in range(self._send.statistics().current_buffer_used):
+        waiting = self._send.statistics().current_buffer_used
+        if waiting > 1 and self.throttle.available < REQUEST_COMMANDS * waiting + 1:
+            waiting = 1
+        for _ in range(waiting):
             try:
                 request = self._mailbox.receive_nowait()
             except trio.WouldBlock:
@@ -583,6 +590,10 @@ class AccountActor:
             request.answer(Reply(error=ActorUnavailable(
                 f"account {self.account.id}'s actor stopped; try again shortly", 5.0)))
         self._mailbox.close()
+
+
+# commands a body request may take: EXAMINE of its folder, the FETCH, SELECT back
+REQUEST_COMMANDS = 3
 
 
 def _describe(exc: BaseException) -> str:

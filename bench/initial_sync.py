@@ -1,7 +1,7 @@
 """Benchmark: mailbridge's initial sync of one big folder, end to end, in-process.
 
 Starts a private Dovecot, writes N generated messages into INBOX of a fresh user (Maildir,
-no APPEND), creates a throwaway database (on --dsn / DATABASE_URL_TEST, else an embedded
+no APPEND, from a child process so that this one's peak RSS is the sync's), creates a throwaway database (on --dsn / DATABASE_URL_TEST, else an embedded
 Postgres in a temp dir), migrates it, adds the account, then runs the same code path as
 `mailbridge sync --once` (`sync_everything` over `ImapSession`, throttle out of the way).
 
@@ -250,14 +250,25 @@ async def timed_sync(server_dsn: str, dovecot, user, args) -> dict:
 # --- main ------------------------------------------------------------------------------
 
 
-def fill_mailbox(dovecot, n: int) -> object:
+def _write_mailbox(user, n: int) -> None:
     from mailbridge.testing.mailgen import MaildirWriter, corpus
 
-    user = dovecot.add_user()
-    writer = MaildirWriter()
     flags = ((), ("\\Seen",), ("\\Seen",), ("\\Seen", "\\Flagged"), ("\\Answered", "\\Seen"))
-    writer.write(user, "INBOX", corpus(n, seed=7, folder_hint="INBOX"),
-                 flags_for=lambda i, _m: flags[i % len(flags)])
+    MaildirWriter().write(user, "INBOX", corpus(n, seed=7, folder_hint="INBOX"),
+                          flags_for=lambda i, _m: flags[i % len(flags)])
+
+
+def fill_mailbox(dovecot, n: int) -> object:
+    """A new user with n generated messages in INBOX, written by a child process so that
+    this process's peak RSS (ru_maxrss) is the sync's alone."""
+    import multiprocessing
+
+    user = dovecot.add_user()
+    child = multiprocessing.get_context("fork").Process(target=_write_mailbox, args=(user, n))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"writing the mailbox failed (exit code {child.exitcode})")
     return user
 
 

@@ -45,7 +45,7 @@ TUNABLES: tuple[Tunable, ...] = (
     Tunable("MAILBRIDGE_RECONCILE_JITTER_MINUTES", "reconcile_jitter_minutes", float, 15.0, "random extra delay for reconciles", 0),
     Tunable("MAILBRIDGE_COMMANDS_PER_MINUTE", "commands_per_minute", int, 200, "IMAP commands per minute per account", 1),
     Tunable("MAILBRIDGE_UIDVALIDITY_RESET_LIMIT", "uidvalidity_reset_limit", int, 3, "UIDVALIDITY resets per folder in 24 h before it is parked", 1),
-    Tunable("MAILBRIDGE_BATCH_SIZE", "batch_size", int, 1000, "UIDs fetched per batch", 1),
+    Tunable("MAILBRIDGE_BATCH_SIZE", "batch_size", int, 2000, "UIDs fetched per batch", 1),
     Tunable("MAILBRIDGE_IMAP_TIMEOUT", "imap_timeout", float, 60.0, "seconds an IMAP command may take", 1),
     Tunable("MAILBRIDGE_CONNECT_TIMEOUT", "connect_timeout", float, 20.0, "seconds to connect and greet", 1),
     Tunable("MAILBRIDGE_IDLE_SECONDS", "idle_seconds", float, 1500.0, "seconds before IDLE is re-issued", 1),
@@ -74,7 +74,7 @@ class Settings:
     reconcile_jitter_minutes: float = 15.0
     commands_per_minute: int = 200
     uidvalidity_reset_limit: int = 3
-    batch_size: int = 1000
+    batch_size: int = 2000
     imap_timeout: float = 60.0
     connect_timeout: float = 20.0
     idle_seconds: float = 1500.0

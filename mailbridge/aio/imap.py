@@ -411,6 +411,11 @@ class ImapSession:
         return await self.command("FETCH", uid_set, parts, prefix="UID", timeout=timeout)
 
     async def uid_search(self, criteria: str, *, timeout: float | None = None) -> ImapResponse:
+        """UID SEARCH `criteria`; as ``RETURN (ALL)`` (RFC 4731) where the server offers
+        ESEARCH, which answers with a compact UID set instead of every UID written out
+        (`parse_search` reads both)."""
+        if "ESEARCH" in self.capabilities:
+            criteria = f"RETURN (ALL) {criteria}"
         return await self.command("SEARCH", criteria, prefix="UID", timeout=timeout)
 
     async def noop(self) -> ImapResponse:

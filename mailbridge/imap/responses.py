@@ -13,6 +13,7 @@ must not look like a deleted folder).
 from __future__ import annotations
 
 import re
+from array import array
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator
 
@@ -28,7 +29,7 @@ from mailbridge.imap.models import (
     ServerPush,
     StatusInfo,
 )
-from mailbridge.imap.uidset import parse_uid_set
+from mailbridge.imap.uidset import parse_uid_set, uid_set_spans
 from mailbridge.imap.utf7 import decode_mailbox_name
 
 Lines = Iterable[Part]
@@ -528,10 +529,38 @@ def parse_status(lines: Lines) -> StatusInfo:
     raise ImapProtocolError("no STATUS response")
 
 
-def parse_search(lines: Lines) -> list[int]:
+_MODSEQ_SUFFIX = re.compile(rb" ?\(MODSEQ [0-9]+\) ?\Z", re.I)
+_NUMBERS_CHUNK = 1 << 16
+
+
+def _search_numbers(first: bytes, out: array) -> bool:
+    """Append the numbers of a ``SEARCH n n n [(MODSEQ m)]`` line to `out`, a slice at a
+    time (no list of every number); False, appending nothing, when the line holds
+    anything else."""
+    end = len(first)
+    if first.endswith(b")"):
+        m = _MODSEQ_SUFFIX.search(first, max(6, end - 40))
+        if m is None:
+            return False
+        end = m.start()
+    if first[6:end].translate(None, b"0123456789 "):
+        return False
+    pos = 6
+    while pos < end:
+        stop = min(end, pos + _NUMBERS_CHUNK)
+        if stop < end:
+            space = first.find(b" ", stop, end)
+            stop = end if space < 0 else space
+        out.extend(map(int, first[pos:stop].split()))
+        pos = stop
+    return True
+
+
+def parse_search(lines: Lines) -> array:
     """The numbers of SEARCH responses (in order, ``(MODSEQ n)`` skipped), or the ALL set
-    of ESEARCH responses (ascending)."""
-    out: list[int] = []
+    of ESEARCH responses (ascending), as an ``array('q')``: 8 bytes a UID, with no list of
+    a million ints or tokens on the way for a big mailbox."""
+    out = array("q")
     for resp in split_responses(lines):
         first = resp[0]
         if type(first) is not bytes:
@@ -539,6 +568,8 @@ def parse_search(lines: Lines) -> list[int]:
         head = first[:8].upper()
         if head.startswith(b"SEARCH"):
             if len(first) > 6 and first[6] != 32:
+                continue
+            if len(resp) == 1 and _search_numbers(first, out):
                 continue
             for tok in parse_tokens(resp)[1:]:
                 if type(tok) is bytes:
@@ -548,7 +579,8 @@ def parse_search(lines: Lines) -> list[int]:
             for i in range(1, len(tokens) - 1):
                 tok = tokens[i]
                 if type(tok) is bytes and tok.upper() == b"ALL" and type(tokens[i + 1]) is bytes:
-                    out.extend(parse_uid_set(tokens[i + 1].decode("ascii", "replace")))
+                    for lo, hi in uid_set_spans(tokens[i + 1].decode("ascii", "replace")):
+                        out.extend(range(lo, hi + 1))
                     break
     return out
 

@@ -56,6 +56,15 @@ def parse_uid_set(s: str, *, star: int | None = None, limit: int = MAX_PARSED_UI
     `ImapProtocolError` on malformed text, on ``*`` without `star`, and when the set holds
     more than `limit` UIDs.  An empty string is the empty set.
     """
+    out: list[int] = []
+    for lo, hi in uid_set_spans(s, star=star, limit=limit):
+        out.extend(range(lo, hi + 1))
+    return out
+
+
+def uid_set_spans(s: str, *, star: int | None = None, limit: int = MAX_PARSED_UIDS) -> list[tuple[int, int]]:
+    """`parse_uid_set` as ascending, disjoint (first, last) spans: a big set costs no
+    memory per UID here."""
     s = s.strip()
     if not s:
         return []
@@ -72,17 +81,16 @@ def parse_uid_set(s: str, *, star: int | None = None, limit: int = MAX_PARSED_UI
             raise ImapProtocolError(f"UID set {s[:60]!r} holds more than {limit} UIDs")
         spans.append((lo, hi))
     if len(spans) == 1:
-        lo, hi = spans[0]
-        return list(range(lo, hi + 1))
+        return spans
     spans.sort()
-    out: list[int] = []
+    merged: list[tuple[int, int]] = []
     top = 0
     for lo, hi in spans:
         if hi <= top:
             continue
-        out.extend(range(max(lo, top + 1), hi + 1))
+        merged.append((max(lo, top + 1), hi))
         top = hi
-    return out
+    return merged
 
 
 def chunk_uids(uids: Iterable[int], max_count: int) -> Iterator[list[int]]:

@@ -13,12 +13,12 @@ import trio
 
 from actors import status as st
 from actors.messages import FetchBody
-from actors.registry import ActorUnavailable
+from actors.registry import ActorTimeout, ActorUnavailable
 from mailbridge.errors import MessageGone, MessageTooLarge
 from mailbridge.imap.throttle import Throttle
 from mailbridge.secrets import Cipher
 from mailbridge.testing.imapctl import MailboxClient
-from mailbridge.testing.mailgen import corpus, make_message
+from mailbridge.testing.mailgen import MaildirWriter, corpus, make_message
 from tests.support.actors import insert_account, running_supervisor, settings_for
 from tests.support.imap_proxy import ImapProxy
 from tests.support.mirror import assert_exact, mirror, server_truth
@@ -292,3 +292,49 @@ async def test_retention_window_keeps_old_mail_out_and_expires_it(dovecot, mail_
         expired = await h.db.fetchval("SELECT payload->>'count' FROM events WHERE kind = 'messages_expired'")
     assert len(kept["Archive"]) == 3 and expired == "3"
     assert all(row["internal_date"] > now - timedelta(days=30) for row in kept["Archive"].values())
+
+
+async def test_a_flood_of_body_requests_does_not_stall_the_initial_sync(dovecot, mail_user, db_dsn,
+                                                                        encryption_key):
+    """Requests beyond the throttle's rate take turns with sync steps (one per step) instead
+    of each step waiting behind every queued request: 20 batches under a steady flood."""
+    MaildirWriter().write(mail_user, "INBOX", corpus(400, seed=5, folder_hint="INBOX"))
+    settings = settings_for(db_dsn, encryption_key, MAILBRIDGE_COMMANDS_PER_MINUTE="600",
+                            MAILBRIDGE_BATCH_SIZE="20")
+    answered, refused = [], []
+    async with running_supervisor(db_dsn, settings) as h:
+        account_id = await insert_account(h.db, settings, username=mail_user.username,
+                                          password=mail_user.password, port=dovecot.port)
+
+        async def flood() -> None:
+            rng = random.Random()
+            while True:
+                rows = await h.db.fetch(
+                    """SELECT f.id, f.raw_name, f.uidvalidity, m.uid FROM messages m JOIN folders f
+                       ON f.id = m.folder_id WHERE m.account_id = $1 AND f.name = 'INBOX' LIMIT 50""", account_id)
+                if not rows:
+                    await trio.sleep(0.05)
+                    continue
+                r = rng.choice(rows)
+                try:
+                    await h.registry.request(account_id, FetchBody(r["id"], r["raw_name"], r["uidvalidity"],
+                                                                   r["uid"], 10_000_000), timeout=20)
+                    answered.append(trio.current_time())
+                except (ActorUnavailable, ActorTimeout):
+                    refused.append(trio.current_time())
+                    await trio.sleep(0.05)
+
+        def inbox_done(status: st.ActorStatus) -> bool:
+            inbox = next((p for p in status.folders if p.name == "INBOX"), None)
+            return inbox is not None and inbox.phase != "initial" and inbox.synced >= 400
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(flood)
+            started = trio.current_time()
+            # each step behind all 16 queued requests: ~2 s a step at 10 commands/s, 40 s in all
+            await h.wait_status(account_id, inbox_done, 25, "the initial sync under the flood")
+            took = trio.current_time() - started
+            nursery.cancel_scope.cancel()
+    assert len(answered) >= 10, (len(answered), len(refused), took)
+    assert_exact(server_truth(dovecot, mail_user), await mirror(db_dsn, account_id))
