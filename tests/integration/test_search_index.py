@@ -97,3 +97,19 @@ async def test_an_interrupted_index_statement_changes_nothing(db):
     assert await search_store.pending_count(db) == 5
     assert await db.fetchval("SELECT count(*) FROM message_search") == 0
     assert await drain(db) == 5
+
+
+async def test_an_address_is_found_whole_by_either_side_and_by_its_words(db):
+    account_id, folder_id = await account_with_folder(db)
+    await message_store.upsert(db, account_id, folder_id, [
+        meta(1, "one", sender="bob.jones@corp.example.org"),
+        meta(2, "two", to=("mary-ann@mail.example.io", "first_last@example.com")),
+        meta(3, "three", sender="zoe@other.test")], emit_events=False)
+    for built in (False, True):
+        if built:
+            await drain(db)
+        for q, uids in {"bob.jones@corp.example.org": [1], "bob.jones": [1], "corp.example.org": [1],
+                        "jones": [1], "mary-ann": [2], "mary-ann@mail.example.io": [2], "mail.example.io": [2],
+                        "mary": [2], "first_last": [2], "example": [1, 2], "other.test": [3],
+                        "example.org": []}.items():
+            assert await search(db, account_id, q) == uids, (q, built)
