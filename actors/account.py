@@ -292,6 +292,7 @@ class AccountActor:
         """Until `deadline` (False) or a SyncNow (True): answer requests, and where the
         server offers IDLE, idle on INBOX and sync it as soon as the server announces a
         change."""
+        self.deps.registry.limit_waiting(self.account.id, MAILBOX_SIZE)  # no sync steps to share with
         while trio.current_time() < deadline:
             if self._inbox is None or not session.has("IDLE") or self._idle_refused:
                 if await self._wait_for_request(session, deadline):
@@ -535,11 +536,16 @@ class AccountActor:
         `folder`.  False when the folder cannot go on (its UIDVALIDITY changed meanwhile).
 
         When the throttle lacks the commands for all of them and the next step, it answers
-        one: requests and sync steps then take turns at the throttle, so requests beyond
-        its rate wait (or are refused, the mailbox full) instead of stalling the mirror."""
+        one: requests and sync steps then take turns at the throttle, and at most
+        WAITING_WHEN_THROTTLED more may wait (the registry refuses the rest at once), so
+        requests beyond its rate neither stall the mirror nor wait near their timeout."""
         moved = False
         waiting = self._send.statistics().current_buffer_used
-        if waiting > 1 and self.throttle.available < REQUEST_COMMANDS * waiting + 1:
+        short = waiting > 0 and self.throttle.available < REQUEST_COMMANDS * waiting + 1
+        # throttled, let only a few wait (each is answered within a few steps) and refuse
+        # the rest at once, rather than hold 16 for a wait near the caller's timeout
+        self.deps.registry.limit_waiting(self.account.id, WAITING_WHEN_THROTTLED if short else MAILBOX_SIZE)
+        if short:
             waiting = 1
         for _ in range(waiting):
             try:
@@ -594,6 +600,8 @@ class AccountActor:
 
 # commands a body request may take: EXAMINE of its folder, the FETCH, SELECT back
 REQUEST_COMMANDS = 3
+# requests let wait between sync steps while the throttle is short (one is answered a step)
+WAITING_WHEN_THROTTLED = 4
 
 
 def _describe(exc: BaseException) -> str:

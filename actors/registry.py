@@ -44,6 +44,7 @@ class ActorTimeout(MailbridgeError):
 class _Entry:
     status: ActorStatus
     mailbox: trio.MemorySendChannel | None = None
+    admit: int = MAILBOX_SIZE  # requests let wait at once (the actor lowers it when throttled)
 
 
 class Registry:
@@ -67,6 +68,13 @@ class Registry:
         entry = self._entries.get(account_id)
         if entry is not None:
             entry.mailbox = mailbox
+
+    def limit_waiting(self, account_id: int, limit: int) -> None:
+        """Let at most `limit` (1..MAILBOX_SIZE) requests wait for the account's actor; more
+        are refused at once (ActorBusy) instead of queueing for a long wait."""
+        entry = self._entries.get(account_id)
+        if entry is not None:
+            entry.admit = max(1, min(limit, MAILBOX_SIZE))
 
     def remove(self, account_id: int) -> None:
         if self._entries.pop(account_id, None) is not None:
@@ -110,6 +118,10 @@ class Registry:
             if status.retry_at is not None:
                 retry = max(1.0, (status.retry_at - datetime.now(timezone.utc)).total_seconds())
             raise ActorUnavailable(f"account {account_id} is {status.state}: {why}", retry)
+        waiting = entry.mailbox.statistics().current_buffer_used
+        if waiting >= entry.admit:
+            raise ActorBusy(f"account {account_id}'s actor has {waiting} requests waiting and its IMAP "
+                            "throttle allows no more now", 2.0)
         request, replies = Request.new(payload)
         try:
             entry.mailbox.send_nowait(request)
