@@ -7,7 +7,8 @@ from typing import Any, Callable
 from actors.messages import FetchBody
 from mailbridge.aio.imap import ImapSession
 from mailbridge.errors import MessageGone, MessageTooLarge
-from mailbridge.imap.responses import parse_body_fetch, parse_fetch, parse_select
+from mailbridge.imap.fetch import parse_body_fetch, parse_fetch
+from mailbridge.imap.responses import parse_select
 
 
 def _too_large(size: int, limit: int) -> MessageTooLarge:

@@ -27,7 +27,6 @@ import math
 import os
 import secrets
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +35,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from initial_sync import admin, bare_fetch, clean_up, fill_mailbox, with_database  # noqa: E402
+from initial_sync import bare_fetch, bench_servers, fill_mailbox  # noqa: E402
 
+from mailbridge.aio.db import execute_once, with_database  # noqa: E402
 from mailbridge.aio.loop import run as run_with_loop  # noqa: E402
 from tests.e2e.serve_support import (  # noqa: E402
     BodyLoad,
@@ -110,7 +110,7 @@ def one_run(mode: str, server_dsn: str, dovecot, user, expected: dict[str, int],
     from mailbridge.store.migrations import migrate
 
     name = f"mb_bench_body_{secrets.token_hex(4)}"
-    run_with_loop(admin, server_dsn, f'CREATE DATABASE "{name}"')
+    run_with_loop(execute_once, server_dsn, f'CREATE DATABASE "{name}"')
     dsn = with_database(server_dsn, name)
     result = RunResult(mode, expected)
     try:
@@ -141,7 +141,7 @@ def one_run(mode: str, server_dsn: str, dovecot, user, expected: dict[str, int],
                     result.pool_errors = pool.errors[:3]
     finally:
         if not args.keep:
-            run_with_loop(admin, server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            run_with_loop(execute_once, server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return result
 
 
@@ -180,21 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the databases and the work directory")
     args = parser.parse_args(argv)
 
-    from mailbridge.testing.dovecot import DovecotServer
     from mailbridge.testing.mailgen import MaildirWriter, corpus
 
-    workdir = Path(tempfile.mkdtemp(prefix="mb-bench-body-"))
-    embedded = None
-    dovecot = DovecotServer(workdir / "dovecot")
     results: list[RunResult] = []
-    try:
-        dovecot.start()
-        server_dsn = args.dsn
-        if not server_dsn:
-            from mailbridge.embedded import start_embedded
-
-            embedded = workdir / "pg"
-            server_dsn = start_embedded(embedded, database="postgres")
+    with bench_servers(args.dsn, keep=args.keep, prefix="mb-bench-body-") as (workdir, dovecot, server_dsn):
         t = time.perf_counter()
         user = fill_mailbox(dovecot, args.messages)
         expected = {"INBOX": args.messages}
@@ -234,8 +223,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  fetches: {format_summary(r.summary)}", flush=True)
         ok = all(r.completed for r in results) and all(r.summary is None or r.summary.bad == 0 for r in results)
         return 0 if ok else 1
-    finally:
-        clean_up(dovecot, embedded, workdir, args.keep)
 
 
 if __name__ == "__main__":

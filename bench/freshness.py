@@ -27,29 +27,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from mailbridge.aio.db import execute_once, with_database  # noqa: E402
 from mailbridge.aio.loop import run as run_with_loop  # noqa: E402
 from mailbridge.testing.dovecot import DovecotServer  # noqa: E402
 from mailbridge.testing.imapctl import MailboxClient  # noqa: E402
 from mailbridge.testing.mailgen import corpus, make_message  # noqa: E402
-
-
-def with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
-
-
-async def admin(dsn: str, statement: str) -> None:
-    from mailbridge.aio.db import close_connection, connect_once
-
-    conn = await connect_once(dsn)
-    try:
-        await conn.execute(statement)
-    finally:
-        await close_connection(conn)
 
 
 async def query(dsn: str, sql: str, *args):
@@ -82,7 +68,7 @@ def measure(server: DovecotServer, label: str, base_dsn: str, poll: float, timeo
             client.create(f"Folder{n}")
             client.append_many(f"Folder{n}", list(corpus(20, seed=10 + n)))
     name = f"mb_fresh_{secrets.token_hex(4)}"
-    run_with_loop(admin, base_dsn, f'CREATE DATABASE "{name}"')
+    run_with_loop(execute_once, base_dsn, f'CREATE DATABASE "{name}"')
     dsn = with_database(base_dsn, name)
     home = Path(tempfile.mkdtemp(prefix="mbfresh-"))
     from cryptography.fernet import Fernet
@@ -130,7 +116,7 @@ def measure(server: DovecotServer, label: str, base_dsn: str, poll: float, timeo
                 serve.wait(15)
             except subprocess.TimeoutExpired:
                 serve.kill()
-        run_with_loop(admin, base_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        run_with_loop(execute_once, base_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         shutil.rmtree(home, ignore_errors=True)
     return results
 

@@ -26,13 +26,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from contextlib import contextmanager
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import trio  # noqa: E402
 
+from mailbridge.aio.db import execute_once, with_database  # noqa: E402
 from mailbridge.aio.loop import run as run_with_loop  # noqa: E402
 from mailbridge.sync.folder import META_ITEMS  # noqa: E402
 
@@ -148,21 +150,6 @@ def bare_fetch(host: str, port: int, username: str, password: str, mailbox: str 
 # --- databases -------------------------------------------------------------------------
 
 
-def with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
-
-
-async def admin(dsn: str, *statements: str) -> None:
-    from mailbridge.aio.db import close_connection, connect_once
-
-    conn = await connect_once(dsn)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await close_connection(conn)
-
-
 # --- one timed sync --------------------------------------------------------------------
 
 
@@ -180,7 +167,7 @@ async def timed_sync(server_dsn: str, dovecot, user, args) -> dict:
     from mailbridge.sync.account import sync_everything
 
     name = f"mb_bench_{secrets.token_hex(4)}"
-    await admin(server_dsn, f'CREATE DATABASE "{name}"')
+    await execute_once(server_dsn, f'CREATE DATABASE "{name}"')
     dsn = with_database(server_dsn, name)
     result: dict = {"database": name}
     try:
@@ -243,7 +230,7 @@ async def timed_sync(server_dsn: str, dovecot, user, args) -> dict:
         )
     finally:
         if not args.keep:
-            await admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await execute_once(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return result
 
 
@@ -272,20 +259,37 @@ def fill_mailbox(dovecot, n: int) -> object:
     return user
 
 
-def clean_up(dovecot, embedded: Path | None, workdir: Path, keep: bool) -> None:
-    """Stop the benchmark's Dovecot and embedded Postgres; remove (or keep) its files."""
-    dovecot.stop()
-    if embedded is not None:
-        try:
-            import pgserver
+@contextmanager
+def bench_servers(dsn: str | None, *, keep: bool, prefix: str) -> Iterator[tuple[Path, object, str]]:
+    """(work directory, a started private Dovecot, a Postgres server DSN: `dsn`, else an
+    embedded Postgres in the work directory).  On exit both are stopped and the work
+    directory is removed (kept, and said so, with `keep`)."""
+    from mailbridge.testing.dovecot import DovecotServer
 
-            pgserver.get_server(embedded / "pgdata").cleanup()
-        except Exception:  # noqa: BLE001 - best effort
-            pass
-    if not keep:
-        shutil.rmtree(workdir, ignore_errors=True)
-    else:
-        print(f"kept {workdir}")
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    embedded = None
+    dovecot = DovecotServer(workdir / "dovecot")
+    try:
+        dovecot.start()
+        if not dsn:
+            from mailbridge.embedded import start_embedded
+
+            embedded = workdir / "pg"
+            dsn = start_embedded(embedded, database="postgres")
+        yield workdir, dovecot, dsn
+    finally:
+        dovecot.stop()
+        if embedded is not None:
+            try:
+                import pgserver
+
+                pgserver.get_server(embedded / "pgdata").cleanup()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"kept {workdir}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,19 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sizes = [int(x) for x in str(args.batch_size).split(",")]
 
-    from mailbridge.testing.dovecot import DovecotServer
-
-    workdir = Path(tempfile.mkdtemp(prefix="mb-bench-"))
-    embedded = None
-    dovecot = DovecotServer(workdir / "dovecot")
-    try:
-        dovecot.start()
-        server_dsn = args.dsn
-        if not server_dsn:
-            from mailbridge.embedded import start_embedded
-
-            embedded = workdir / "pg"
-            server_dsn = start_embedded(embedded, database="postgres")
+    with bench_servers(args.dsn, keep=args.keep, prefix="mb-bench-") as (_, dovecot, server_dsn):
         t = time.perf_counter()
         user = fill_mailbox(dovecot, args.messages)
         print(f"filled INBOX with {args.messages} messages in {time.perf_counter() - t:.1f} s", flush=True)
@@ -379,8 +371,6 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         return 0
-    finally:
-        clean_up(dovecot, embedded, workdir, args.keep)
 
 
 if __name__ == "__main__":

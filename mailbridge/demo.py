@@ -149,35 +149,26 @@ async def _create_database(ctx: "Context", workdir: Path) -> DemoDatabase:
 
 
 async def _database_next_to(dsn: str) -> DemoDatabase:
-    from urllib.parse import urlsplit, urlunsplit
+    from urllib.parse import urlsplit
 
-    from mailbridge.aio.db import close_connection, connect_once
+    from mailbridge.aio.db import execute_once, with_database
 
     name = f"mailbridge_demo_{secrets.token_hex(4)}"
-    conn = await connect_once(dsn)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await execute_once(dsn, f'CREATE DATABASE "{name}"')
     except DatabaseError as exc:
         raise MailbridgeError(
             f"the demo creates a throwaway database next to DATABASE_URL's and could not ({exc}); "
             "unset DATABASE_URL to let it use an embedded Postgres of its own") from None
-    finally:
-        await close_connection(conn)
-    parts = urlsplit(dsn)
-    host = parts.hostname or "localhost"
-    return DemoDatabase(urlunsplit(parts._replace(path="/" + name)),
-                        f"a throwaway database {name} on DATABASE_URL's server ({host})",
+    host = urlsplit(dsn).hostname or "localhost"
+    return DemoDatabase(with_database(dsn, name), f"a throwaway database {name} on DATABASE_URL's server ({host})",
                         name=name, admin_dsn=dsn)
 
 
 async def _drop_database(database: DemoDatabase) -> None:
-    from mailbridge.aio.db import close_connection, connect_once
+    from mailbridge.aio.db import execute_once
 
-    conn = await connect_once(database.admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
-    finally:
-        await close_connection(conn)
+    await execute_once(database.admin_dsn, f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
 
 
 def _stop_embedded(pgdata: Path) -> None:

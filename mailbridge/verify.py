@@ -36,7 +36,8 @@ import trio
 
 from mailbridge.errors import ImapCommandError
 from mailbridge.imap.models import FlagUpdate, MessageMeta
-from mailbridge.imap.responses import parse_fetch, parse_list, parse_search, parse_select
+from mailbridge.imap.fetch import parse_fetch
+from mailbridge.imap.responses import parse_list, parse_search, parse_select
 from mailbridge.imap.uidset import chunk_uids, compress_uids
 from mailbridge.sync.discover import FolderPlan, plan_folders
 

@@ -18,10 +18,11 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
+from mailbridge.aio.db import execute_once, with_database
 from mailbridge.aio.loop import trio_run_with_loop
 from tests.support.dovecot import running_dovecot
 
@@ -54,24 +55,8 @@ def refuse_unsafe_test_url(url: str) -> None:
         pytest.exit("DATABASE_URL_TEST points at a transaction pooler (port 6543); use a direct connection", 2)
 
 
-def dsn_with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
 def _run(fn, *args):
     return trio_run_with_loop(fn, *args)
-
-
-async def _admin(dsn: str, *statements: str) -> None:
-    from mailbridge.aio.db import close_connection, connect_once
-
-    conn = await connect_once(dsn)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await close_connection(conn)
 
 
 @pytest.fixture(scope="session")
@@ -99,34 +84,34 @@ def template_db(pg_server_dsn: str) -> Iterator[str]:
     from mailbridge.store.migrations import migrate
 
     name = f"mb_tmpl_{secrets.token_hex(4)}_test"
-    _run(_admin, pg_server_dsn, f'CREATE DATABASE "{name}"')
+    _run(execute_once, pg_server_dsn, f'CREATE DATABASE "{name}"')
     try:
-        _run(migrate, dsn_with_database(pg_server_dsn, name))
+        _run(migrate, with_database(pg_server_dsn, name))
         yield name
     finally:
-        _run(_admin, pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _run(execute_once, pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 def db_dsn(pg_server_dsn: str, template_db: str) -> Iterator[str]:
     """A fresh, migrated database for one test."""
     name = f"mb_{secrets.token_hex(6)}_test"
-    _run(_admin, pg_server_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    _run(execute_once, pg_server_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     try:
-        yield dsn_with_database(pg_server_dsn, name)
+        yield with_database(pg_server_dsn, name)
     finally:
-        _run(_admin, pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _run(execute_once, pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 def empty_db_dsn(pg_server_dsn: str) -> Iterator[str]:
     """A fresh database with no schema at all (for migration tests)."""
     name = f"mb_{secrets.token_hex(6)}_test"
-    _run(_admin, pg_server_dsn, f'CREATE DATABASE "{name}"')
+    _run(execute_once, pg_server_dsn, f'CREATE DATABASE "{name}"')
     try:
-        yield dsn_with_database(pg_server_dsn, name)
+        yield with_database(pg_server_dsn, name)
     finally:
-        _run(_admin, pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _run(execute_once, pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import math
 import socket
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Iterable, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import trio
@@ -218,6 +219,22 @@ async def connect_once(dsn: str, *, timeout: float = 15.0) -> Connection:
 async def close_connection(conn: Connection) -> None:
     """Close a connection from `connect_once`, bounded and shielded."""
     await _close_quietly(conn._raw)
+
+
+async def execute_once(dsn: str, *statements: str) -> None:
+    """Run `statements` in order on a connection of their own (CREATE/DROP DATABASE and
+    the like, which cannot run in a transaction), then close it."""
+    conn = await connect_once(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await close_connection(conn)
+
+
+def with_database(dsn: str, name: str) -> str:
+    """`dsn` pointing at database `name` on the same server."""
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
 
 
 class AccountLock:

@@ -4,8 +4,8 @@ A session is opened with `ImapSession.open(...)` as an async context manager: co
 (implicit TLS, STARTTLS or plain), greeting, LOGIN, CAPABILITY.  Leaving the block sends
 LOGOUT (shielded, bounded) and closes the socket.  Commands are serialized (never
 pipelined); each first waits on the optional throttle, then runs under the command
-timeout.  Responses come back as raw lines (see `mailbridge.imap.responses` for the
-pure parsers).  Errors are `mailbridge.errors` types; passwords never appear in them.
+timeout.  Responses come back as raw lines (see `mailbridge.imap.fetch` and
+`mailbridge.imap.responses` for the pure parsers).  Errors are `mailbridge.errors` types; passwords never appear in them.
 """
 
 from __future__ import annotations

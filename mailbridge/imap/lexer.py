@@ -41,6 +41,25 @@ _UNESCAPE = re.compile(rb"\\(.)", re.S)
 _OPEN, _CLOSE, _QUOTE = 40, 41, 34
 
 
+Lines = Iterable[Part]  # a command's lines, as the transport hands them over
+
+
+def token_text(data: bytes) -> str:
+    """A token's bytes as text: UTF-8, else latin-1 (never fails)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def token_number(value: Token, what: str) -> int:
+    """A number token; ImapProtocolError (naming `what`) when it is not one."""
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ImapProtocolError(f"{what} is not a number: {value!r}"[:120]) from None
+
+
 def is_literal(part: object) -> bool:
     """True for literal payload elements (`bytearray`, `memoryview`); `bytes` never is."""
     return type(part) is bytearray or type(part) is memoryview

@@ -104,7 +104,8 @@ def _statement(folder_set: str, returning: str) -> str:
 
 
 def _array(items: Sequence[str] | None) -> str | None:
-    """A Postgres array literal of text elements (each quoted); None stays NULL."""
+    """A Postgres array literal of text elements (each quoted); None stays NULL.  NUL
+    characters are left for `_columns` to drop from the whole column."""
     if items is None:
         return None
     if not items:
@@ -113,8 +114,6 @@ def _array(items: Sequence[str] | None) -> str | None:
     for x in items:
         if "\\" in x or '"' in x:
             x = x.replace("\\", "\\\\").replace('"', '\\"')
-        if "\x00" in x:
-            x = x.replace("\x00", "")
         parts.append(x)
     return '{"' + '","'.join(parts) + '"}'
 

@@ -29,7 +29,8 @@ from mailbridge.aio.imap import ImapSession
 from mailbridge.aio.loop import single_exception
 from mailbridge.errors import ImapCommandError
 from mailbridge.imap.models import FetchDefect, MessageMeta, SelectInfo
-from mailbridge.imap.responses import parse_fetch, parse_search, parse_select
+from mailbridge.imap.fetch import parse_fetch
+from mailbridge.imap.responses import parse_search, parse_select
 from mailbridge.imap.uidset import split_for_command
 from mailbridge.store import messages as message_store
 from mailbridge.sync.reconcile import reconcile

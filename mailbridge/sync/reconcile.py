@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mailbridge.imap.models import FlagUpdate, MessageMeta
-from mailbridge.imap.responses import parse_fetch, parse_search, parse_vanished
+from mailbridge.imap.fetch import parse_fetch
+from mailbridge.imap.responses import parse_search, parse_vanished
 from mailbridge.imap.uidset import compress_uids
 from mailbridge.store import messages as message_store
 

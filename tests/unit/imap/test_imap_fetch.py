@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from imap_wire import lines_from_wire, literal
 
 from mailbridge.errors import ImapProtocolError
-from mailbridge.imap import responses
+from mailbridge.imap import fetch
 from mailbridge.imap.models import FetchDefect, FlagUpdate, MessageMeta
-from mailbridge.imap.responses import parse_fetch, parse_fetch_uids, parse_internaldate
+from mailbridge.imap.fetch import parse_fetch, parse_fetch_uids, parse_internaldate
 
 FIELDS = b"BODY[HEADER.FIELDS (MESSAGE-ID SUBJECT FROM TO CC DATE IN-REPLY-TO REFERENCES)]"
 HDR = (b"Message-ID: <m1@example.com>\r\n"
@@ -233,9 +233,9 @@ def fetch_response(draw):
 @settings(max_examples=300, deadline=None)
 @given(fetch_response())
 def test_fast_scanner_equals_tokenizer(resp):
-    start = responses._FETCH_HEAD.match(resp[0]).end()
-    generic = responses._fetch_fields_generic(resp, start)
-    fast = responses._fetch_fields_fast(resp, start)
+    start = fetch.FETCH_HEAD.match(resp[0]).end()
+    generic = fetch._fetch_fields_generic(resp, start)
+    fast = fetch._fetch_fields_fast(resp, start)
     if b"X-GM" not in b"".join(p for p in resp if type(p) is bytes):
         assert fast is not None
     if fast is not None:
@@ -292,10 +292,10 @@ def test_common_shape_equals_item_parser(messages, full_fields):
                     section, literal(header)))
     wire += b"A001 OK done\r\n"
     lines = lines_from_wire(wire)
-    assert all(responses._COMMON.match(line) for line in lines if type(line) is bytes and line != b")")
+    assert all(fetch._COMMON.match(line) for line in lines if type(line) is bytes and line != b")")
     # "fetch" in lower case is still a FETCH response but never the common shape
     generic = [line.replace(b" FETCH (", b" fetch (", 1) if type(line) is bytes else line for line in lines]
-    assert not any(responses._COMMON.match(line) for line in generic if type(line) is bytes)
+    assert not any(fetch._COMMON.match(line) for line in generic if type(line) is bytes)
     assert list(parse_fetch(lines)) == list(parse_fetch(generic))
 
 
@@ -306,7 +306,7 @@ def test_common_flags_shape_equals_item_parser(messages):
     wire = b"".join(b"* %d FETCH (UID %d FLAGS (%s)%s)\r\n" % (seq, uid, flags, b"" if modseq is None else b" MODSEQ (%d)" % modseq)
                     for seq, (uid, flags, modseq) in enumerate(messages, 1)) + b"A001 OK done\r\n"
     lines = lines_from_wire(wire)
-    assert all(responses._COMMON_FLAGS.match(line) for line in lines)
+    assert all(fetch._COMMON_FLAGS.match(line) for line in lines)
     generic = [line.replace(b" FETCH (", b" fetch (", 1) for line in lines]
     got = list(parse_fetch(lines))
     assert got == list(parse_fetch(generic))

@@ -9,8 +9,8 @@ from imap_wire import lines_from_wire, literal
 
 from mailbridge.errors import ImapProtocolError
 from mailbridge.imap.models import FlagUpdate, ListEntry, SelectInfo, ServerPush, StatusInfo
+from mailbridge.imap.fetch import parse_body_fetch
 from mailbridge.imap.responses import (
-    parse_body_fetch,
     parse_capabilities,
     parse_exists_expunge,
     parse_list,
