@@ -124,6 +124,25 @@ class _Child:
         self.scope.cancel()
 
 
+def _cancellation_only(exc: BaseException, account_id: int) -> BaseException:
+    """`exc` without the errors that raced a cancellation (they are logged instead).
+
+    An actor being stopped can fail on its way out (a removed account's rows vanish under
+    a write).  Raised together with the Cancelled, such an error would pass the crash
+    handler (a mixed group is not an Exception) and take the supervisor down with it.
+    """
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    cancelled, errors = exc.split(trio.Cancelled)
+    if cancelled is None or errors is None:
+        return exc
+    for error in errors.exceptions:
+        cause = root_cause(error)
+        log.info("account %d: while stopping: %s", account_id,
+                 str(cause) if isinstance(cause, MailbridgeError) else f"{type(cause).__name__}: {cause}")
+    return cancelled
+
+
 class Supervisor:
     """Keeps the actors matching the accounts table; see the module doc."""
 
@@ -251,7 +270,10 @@ class Supervisor:
                     try:
                         await actor.run()
                         return
-                    except Exception as exc:  # an actor's crash must never reach the supervisor
+                    except BaseException as exc:
+                        if not isinstance(exc, Exception):
+                            raise _cancellation_only(exc, account.id)
+                        # an actor's crash must never reach the supervisor
                         cause = root_cause(exc)
                         failures = 1 if actor.cycles else failures + 1
                         delay, why = self._next_start(child, failures)

@@ -465,6 +465,12 @@ class ImapSession:
             except (_aio.AioImapException, OSError) as exc:
                 self._abort()
                 raise ImapCommandError(f"IDLE failed: {exc}", "IDLE", "NO") from None
+            except BaseException:
+                # cancelled while the server may already be idling: end that IDLE too, or
+                # it stays pending and LOGOUT waits for it until the cleanup bound
+                with trio.CancelScope(shield=True):
+                    await self._finish_idle(holder.get("task"))
+                raise
             stream = IdleStream(self)
             try:
                 yield stream
@@ -477,6 +483,7 @@ class ImapSession:
 
         async def done() -> None:
             if proto.has_pending_idle_command():
+                await proto.wait_for_idle_response()  # DONE only once the server idles
                 proto.idle_done()
             if task is not None:
                 await task

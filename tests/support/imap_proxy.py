@@ -3,7 +3,8 @@
 It forwards bytes unchanged both ways and records every command line a client sends
 (`commands`: (trio time, connection number, command name)), so tests can count what
 really reached the server: LOGINs, commands per minute, connections.  It can also cut
-every connection (`drop_all`) to make a client's connection die mid-work.
+every connection (`drop_all`) to make a client's connection die mid-work, and hold the
+server's replies back once a client sends a given command (`stall_on`, then `resume`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ class ImapProxy:
     port: int = 0
     commands: list[tuple[float, int, str]] = field(default_factory=list)
     connections: int = 0
+    stall_on: str | None = None  # hold server replies back once a client sends this command
+    stalled: trio.Event = field(default_factory=trio.Event)  # set when that command passed
+    _resume: trio.Event | None = None
     _streams: list = field(default_factory=list)
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -40,6 +44,13 @@ class ImapProxy:
         for stream in streams:
             with trio.move_on_after(1):
                 await stream.aclose()
+
+    def resume(self) -> None:
+        """Let the held server replies through (and stall no more)."""
+        self.stall_on = None
+        if self._resume is not None:
+            self._resume.set()
+            self._resume = None
 
     async def _handle(self, client: trio.SocketStream) -> None:
         self.connections += 1
@@ -65,8 +76,14 @@ class ImapProxy:
                     for line in lines:
                         m = _COMMAND.match(line)
                         if m and not line.upper().startswith(b"DONE"):
-                            self.commands.append((trio.current_time(), number, m.group(1).upper().decode()))
+                            name = m.group(1).upper().decode()
+                            self.commands.append((trio.current_time(), number, name))
+                            if name == self.stall_on and self._resume is None:
+                                self._resume = trio.Event()
+                                self.stalled.set()
                     buffer = buffer[-4096:]
+                elif self._resume is not None:
+                    await self._resume.wait()
                 await sink.send_all(chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass

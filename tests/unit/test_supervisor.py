@@ -12,7 +12,7 @@ import trio
 from actors import status as st
 from actors.registry import Registry
 from actors.supervisor import RestartPolicy, Supervisor
-from mailbridge.errors import ImapConnectionLost
+from mailbridge.errors import DatabaseError, ImapConnectionLost
 from mailbridge.store.accounts import Account
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -49,6 +49,7 @@ class FakeActor:
     """Crashes `crashes` times (per account), then runs a cycle and stays up."""
 
     plan: dict[int, int] = {}
+    fail_on_stop: set[int] = set()  # accounts whose actor also fails while being cancelled
     starts: dict[int, list[float]] = {}
     live: set[int] = set()
 
@@ -70,14 +71,24 @@ class FakeActor:
         try:
             self.cycles = 1
             self.registry.publish(self.status.evolve(state=st.IDLE, lock_held=True))
-            await trio.sleep_forever()
+            async with trio.open_nursery() as nursery:
+                if aid in FakeActor.fail_on_stop:
+                    nursery.start_soon(self._write_that_fails_when_cancelled)
+                await trio.sleep_forever()
         finally:
             FakeActor.live.discard(aid)
 
 
+    async def _write_that_fails_when_cancelled(self):
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            raise DatabaseError("the account's row is gone") from None
+
+
 @pytest.fixture(autouse=True)
 def reset():
-    FakeActor.plan, FakeActor.starts, FakeActor.live = {}, {}, set()
+    FakeActor.plan, FakeActor.starts, FakeActor.live, FakeActor.fail_on_stop = {}, {}, set(), set()
 
 
 def supervisor(source, registry, **kw):
@@ -142,4 +153,23 @@ async def test_limit_disabled_changed_and_removed_accounts(autojump_clock):
         assert sup.running == [2, 3]  # 3 moves up under the limit
         assert registry.status(1) is None
         assert FakeActor.live == {2, 3}
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio(run=trio.run)
+async def test_an_actor_failing_while_it_is_stopped_does_not_take_the_supervisor_down(autojump_clock):
+    registry, source = Registry(), Source([account(1), account(2)])
+    FakeActor.fail_on_stop.add(1)
+    sup = supervisor(source, registry)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await trio.sleep(1)
+        source.accounts = [account(2)]  # account 1 removed: its actor raises on the way out
+        sup.wake()
+        await trio.sleep(1)
+        assert sup.running == [2] and FakeActor.live == {2} and registry.status(1) is None
+        source.accounts = [account(2), account(3)]  # the supervisor still answers changes
+        sup.wake()
+        await trio.sleep(1)
+        assert sup.running == [2, 3] and FakeActor.live == {2, 3}
         nursery.cancel_scope.cancel()
