@@ -63,7 +63,7 @@ from mailbridge.store import retention as retention_store
 from mailbridge.store.accounts import Account
 from mailbridge.sync import health as hs
 from mailbridge.sync.account import discover, sync_folder_steps
-from mailbridge.sync.folder import Folder, Step, load_folder, load_folders
+from mailbridge.sync.folder import Folder, Step, load_folder, load_folders, parked_problem
 from mailbridge.sync.planner import CyclePlan, FolderWork, plan_cycle, status_changed
 
 log = logging.getLogger(__name__)
@@ -431,7 +431,7 @@ class AccountActor:
         await self._health_event(hs.Event("cycle_started", initial_pending=plan.initial_pending))
         if not light:
             await self._expire_old(session, t0)
-        problems: list[str] = [f"folder {f.name!r} is parked" for f in folders if f.parked and not f.excluded]
+        problems: list[str] = [parked_problem(a.id, f.name) for f in folders if f.parked and not f.excluded]
         totals = [0, 0, 0]
 
         async def visit(work: FolderWork) -> None:
@@ -441,7 +441,7 @@ class AccountActor:
                     totals[1] += step.changed
                     totals[2] += step.removed
                     if step.phase == "parked":
-                        problems.append(f"folder {step.folder!r} parked: {step.detail}")
+                        problems.append(parked_problem(a.id, step.folder))
             except ImapCommandError as exc:
                 # one folder's refusal (NO/BAD) must not stop the others
                 log.warning("account %d: folder %r: %s", a.id, work.folder.name, exc)

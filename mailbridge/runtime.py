@@ -84,7 +84,12 @@ async def sync_account_once(db, settings, account, progress: Progress) -> str | 
         except ImapError as exc:
             await account_store.set_health(db, account.id, "unreachable", str(exc))
             return str(exc)
-        await account_store.set_health(db, account.id, "healthy", None)
+        if totals.problems:
+            reason = "; ".join(totals.problems)
+            await account_store.set_health(db, account.id, "degraded", reason)
+            print(f"mailbridge: account {account.id}: degraded: {reason}", file=sys.stderr, flush=True)
+        else:
+            await account_store.set_health(db, account.id, "healthy", None)
         print(f"account {account.id} ({account.email}): {totals.folders} folder(s), +{totals.added} "
               f"~{totals.changed} -{totals.removed}" + (f", {totals.defects} defect(s)" if totals.defects else ""),
               flush=True)

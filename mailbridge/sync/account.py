@@ -15,7 +15,7 @@ from mailbridge.config import Settings
 from mailbridge.errors import ImapCommandError
 from mailbridge.imap.responses import parse_list
 from mailbridge.sync.discover import apply_plan, plan_folders
-from mailbridge.sync.folder import Folder, FolderSync, Step, load_folders
+from mailbridge.sync.folder import Folder, FolderSync, Step, load_folders, parked_problem
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class SyncTotals:
     changed: int = 0
     removed: int = 0
     defects: int = 0
-    errors: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what makes the account degraded
 
     def add(self, step: Step) -> None:
         self.added += step.added
@@ -76,7 +76,10 @@ async def sync_folder_steps(db: Any, session: ImapSession, folder: Folder, setti
 async def sync_everything(db: Any, session: ImapSession, account_id: int, settings: Settings,
                           excluded_names: tuple[str, ...] | None,
                           on_step: Callable[[Step], None] | None = None) -> SyncTotals:
-    """Discover, then bring every included folder fully up to date (initial sync too)."""
+    """Discover, then bring every included folder fully up to date (initial sync too).
+
+    As an actor's cycle: a folder the server refuses (NO/BAD) or a parked one goes into
+    `problems` and the other folders go on; a lost connection raises."""
     totals = SyncTotals()
     await session.enable("QRESYNC", "CONDSTORE")
     folders = await discover(db, session, account_id, excluded_names)
@@ -84,8 +87,14 @@ async def sync_everything(db: Any, session: ImapSession, account_id: int, settin
         if folder.excluded:
             continue
         totals.folders += 1
-        async for step in sync_folder_steps(db, session, folder, settings):
-            totals.add(step)
-            if on_step is not None:
-                on_step(step)
+        try:
+            async for step in sync_folder_steps(db, session, folder, settings):
+                totals.add(step)
+                if step.phase == "parked":
+                    totals.problems.append(parked_problem(account_id, step.folder))
+                if on_step is not None:
+                    on_step(step)
+        except ImapCommandError as exc:
+            log.warning("account %d: folder %r: %s", account_id, folder.name, exc)
+            totals.problems.append(f"folder {folder.name!r}: {exc}")
     return totals

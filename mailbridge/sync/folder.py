@@ -17,6 +17,7 @@ so the actor can answer requests between them.
 from __future__ import annotations
 
 import logging
+import shlex
 from array import array
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -71,6 +72,17 @@ class Folder:
         data = {k: row[k] for k in cls.__slots__}  # type: ignore[attr-defined]
         data["uidvalidity_resets"] = tuple(data["uidvalidity_resets"] or ())
         return cls(**data)
+
+
+def resume_command(account_id: int, folder_name: str) -> str:
+    """The command that un-parks a folder (its name quoted for a POSIX shell)."""
+    return f"mailbridge accounts reset {account_id} --folder {shlex.quote(folder_name)}"
+
+
+def parked_problem(account_id: int, folder_name: str) -> str:
+    """What an account's health says about a parked folder, and how to resume it."""
+    return (f"folder {folder_name!r} is parked after repeated UIDVALIDITY resets; "
+            f"`{resume_command(account_id, folder_name)}` resumes it")
 
 
 FOLDER_COLUMNS = ", ".join(Folder.__slots__)  # type: ignore[attr-defined]
@@ -202,7 +214,7 @@ class FolderSync:
                 f.id, info.uidvalidity, info.uidnext, info.highestmodseq, top, info.exists,
                 list(recent), park,
                 f"UIDVALIDITY changed {len(recent)} times in 24 h (limit {self.reset_limit}); "
-                f"`mailbridge accounts reset {f.account_id} --folder '{f.name}'` resumes it")
+                f"`{resume_command(f.account_id, f.name)}` resumes it")
             await tx.execute(
                 """INSERT INTO events (account_id, folder_id, kind, payload)
                    VALUES ($1, $2, 'folder_reset', jsonb_build_object(

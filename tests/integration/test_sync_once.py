@@ -113,3 +113,48 @@ async def test_wrong_password_marks_auth_failed(env, dovecot, mail_user, db_dsn)
     assert "Traceback" not in result.err
     async with Database.connect(db_dsn) as db:
         assert await db.fetchval("SELECT health FROM accounts WHERE id = $1", account_id) == "auth_failed"
+
+
+async def test_uidvalidity_resets_past_the_limit_park_the_folder_until_reset(env, dovecot, mail_user, db_dsn):
+    with MailboxClient(dovecot, mail_user) as client:
+        client.create("Archive")
+        client.append_many("Archive", list(corpus(20, seed=11)))
+        client.append_many("INBOX", list(corpus(5, seed=12)))
+    env = dict(env, MAILBRIDGE_UIDVALIDITY_RESET_LIMIT="1")
+    account_id = add_account(env, dovecot, mail_user)
+    assert run_cli("sync", "--once", env=env).code == 0
+
+    dovecot.renumber_folder(mail_user, "Archive")  # the first reset is within the limit
+    assert run_cli("sync", "--once", env=env).code == 0
+    dovecot.renumber_folder(mail_user, "Archive")  # the second in 24 h is not
+    with MailboxClient(dovecot, mail_user) as client:
+        client.append("INBOX", make_message(900, rng=random.Random(2)))
+    result = run_cli("sync", "--once", env=env)
+    assert result.code == 0, result.err  # the rest of the account synced; the health tells
+    assert "Traceback" not in result.out + result.err
+    assert f"account {account_id}: degraded: folder 'Archive' is parked" in result.err
+
+    async with Database.connect(db_dsn) as db:
+        folder = await db.fetchrow("SELECT parked, parked_reason, message_count FROM folders "
+                                   "WHERE account_id = $1 AND name = 'Archive'", account_id)
+        account = await db.fetchrow("SELECT health, health_reason FROM accounts WHERE id = $1", account_id)
+        archived = await db.fetchval("SELECT count(*) FROM messages m JOIN folders f ON f.id = m.folder_id "
+                                     "WHERE f.name = 'Archive'")
+    assert folder["parked"] and "UIDVALIDITY changed 2 times in 24 h (limit 1)" in folder["parked_reason"]
+    assert f"`mailbridge accounts reset {account_id} --folder Archive` resumes it" in folder["parked_reason"]
+    assert archived == 0  # nothing half-synced under a UIDVALIDITY that keeps changing
+    assert account["health"] == "degraded" and "'Archive' is parked" in account["health_reason"]
+    truth = server_truth(dovecot, mail_user)
+    assert_exact({"INBOX": truth["INBOX"]}, {"INBOX": (await mirror(db_dsn, account_id))["INBOX"]})
+
+    assert run_cli("sync", "--once", env=env).code == 0  # parked stays parked: no re-download
+    assert (await mirror(db_dsn, account_id)).get("Archive", {}) == {}
+
+    assert run_cli("accounts", "reset", str(account_id), "--folder", "Archive", env=env).code == 0
+    assert run_cli("sync", "--once", env=env).code == 0
+    assert_exact(server_truth(dovecot, mail_user), await mirror(db_dsn, account_id))
+    async with Database.connect(db_dsn) as db:
+        assert not await db.fetchval("SELECT parked FROM folders WHERE account_id = $1 AND name = 'Archive'",
+                                     account_id)
+        health = await db.fetchval("SELECT health FROM accounts WHERE id = $1", account_id)
+    assert health == "healthy"
