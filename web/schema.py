@@ -394,7 +394,20 @@ def validate(schema: dict[str, Any], value: Any, path: str = "") -> list[tuple[s
 
 
 def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else str(name)
+    """`path.name`, the name escaped (as Python writes it) when it holds control
+    characters or lone surrogates: problems are echoed in the error message."""
+    name = str(name)
+    if not name.isprintable() or not _encodable(name):
+        name = repr(name)
+    return f"{path}.{name}" if path else name
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- shared component schemas -----------------------------------------------------------
