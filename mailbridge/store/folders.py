@@ -23,7 +23,7 @@ async def reset_sync_state(db: Any, account_id: int, folder: str | None = None) 
             """UPDATE folders SET uidvalidity = NULL, uidnext = NULL, highestmodseq = NULL,
                    initial_sync_complete = false, initial_top_uid = NULL, initial_low_uid = NULL,
                    synced_high_uid = NULL, message_count = 0, last_synced_at = NULL,
-                   last_flag_scan_at = NULL, last_reconcile_at = NULL, next_reconcile_at = NULL,
+                   last_flag_scan_at = NULL, last_reconcile_at = NULL, next_reconcile_at = NULL, last_repair_at = NULL,
                    parked = false, parked_reason = NULL, uidvalidity_resets = '{}'
                WHERE id = ANY($1::bigint[])""", ids)
         await tx.execute(

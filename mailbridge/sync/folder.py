@@ -42,6 +42,7 @@ HEADER_FIELDS = "MESSAGE-ID SUBJECT FROM TO CC DATE IN-REPLY-TO REFERENCES"
 META_ITEMS = f"(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"
 META_ITEMS_MODSEQ = f"(UID FLAGS INTERNALDATE RFC822.SIZE MODSEQ BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"
 RESET_WINDOW = timedelta(hours=24)
+REPAIR_INTERVAL = timedelta(minutes=10)  # least time between refetches of a folder's unreadable rows
 PARSE_SLICE = 100  # FETCH responses parsed between checkpoints
 
 
@@ -66,6 +67,7 @@ class Folder:
     uidvalidity_resets: tuple[datetime, ...]
     last_reconcile_at: datetime | None
     last_flag_scan_at: datetime | None
+    last_repair_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> "Folder":
@@ -105,7 +107,7 @@ class Step:
     """What one batch did."""
 
     folder: str
-    phase: str  # select, reset, incremental, initial, reconcile, parked, done
+    phase: str  # select, reset, incremental, initial, repair, reconcile, parked, done
     added: int = 0
     changed: int = 0
     removed: int = 0
@@ -156,6 +158,9 @@ class FolderSync:
         async for step in self._incremental():
             yield step
         async for step in self._initial():
+            yield step
+        step = await self._repair()
+        if step is not None:
             yield step
         yield await self._reconcile()
         yield await self._finish()
@@ -431,6 +436,30 @@ class FolderSync:
             self.folder = replace(f, initial_low_uid=1, initial_sync_complete=True)
 
     # --- reconcile: flags and deletes of the mirrored range ----------------------------
+
+    async def _repair(self) -> Step | None:
+        """Fetch again the rows stored as placeholders (their FETCH response could not be
+        read), at most once per REPAIR_INTERVAL, and overwrite those that now parse.
+
+        The rows are rewritten by UID under the same UIDVALIDITY; no cursor moves."""
+        f = self.folder
+        now = self.now()
+        if f.last_repair_at is not None and now - f.last_repair_at < REPAIR_INTERVAL:
+            return None
+        uids = [r["uid"] for r in await self.db.fetch(
+            "SELECT uid FROM messages WHERE folder_id = $1 AND size_bytes IS NULL ORDER BY uid LIMIT $2",
+            f.id, self.batch_size)]
+        if not uids:
+            return None
+        metas, _defects = await self._fetch_meta(uids)  # counted when first stored
+        readable = [m for m in metas if m.size_bytes is not None]
+        added, changed = await message_store.upsert(
+            self.db, f.account_id, f.id, readable, emit_events=True,
+            folder_set="last_repair_at = {}, message_count = message_count + {added}", folder_args=(now,))
+        self.folder = replace(self.folder, last_repair_at=now)
+        log.info("folder %r: %d of %d unreadable row(s) read again", f.name, len(readable), len(uids))
+        return Step(f.name, "repair", added=added, changed=changed,
+                    detail=f"{len(readable)} of {len(uids)} unreadable row(s) read again")
 
     async def _reconcile(self) -> Step:
         """Flags and deletes of the mirrored range (see `mailbridge.sync.reconcile`)."""

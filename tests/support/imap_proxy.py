@@ -4,13 +4,16 @@ It forwards bytes unchanged both ways and records every command line a client se
 (`commands`: (trio time, connection number, command name)), so tests can count what
 really reached the server: LOGINs, commands per minute, connections.  It can also cut
 every connection (`drop_all`) to make a client's connection die mid-work, and hold the
-server's replies back once a client sends a given command (`stall_on`, then `resume`).
+server's replies back once a client sends a given command (`stall_on`, then `resume`),
+and rewrite what the server sends (`rewrite`: a function of each chunk) to play a server
+that answers malformed responses.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import trio
 
@@ -27,6 +30,7 @@ class ImapProxy:
     stall_on: str | None = None  # hold server replies back once a client sends this command
     stalled: trio.Event = field(default_factory=trio.Event)  # set when that command passed
     _resume: trio.Event | None = None
+    rewrite: Callable[[bytes], bytes] | None = None  # applied to every server chunk
     _streams: list = field(default_factory=list)
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -82,8 +86,11 @@ class ImapProxy:
                                 self._resume = trio.Event()
                                 self.stalled.set()
                     buffer = buffer[-4096:]
-                elif self._resume is not None:
-                    await self._resume.wait()
+                else:
+                    if self._resume is not None:
+                        await self._resume.wait()
+                    if self.rewrite is not None:
+                        chunk = self.rewrite(chunk)
                 await sink.send_all(chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass

@@ -1,0 +1,115 @@
+"""A server that answers malformed responses mid-sync (played by a rewriting proxy).
+
+Whatever the damage, the actor reports a clear error, the other account syncs on, and
+once the server behaves the mirror converges to its truth exactly."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import trio
+
+from actors import status as st
+from tests.integration.test_actors import fill_small, synced
+from tests.support.actors import insert_account, running_supervisor, settings_for
+from tests.support.imap_proxy import ImapProxy
+from tests.support.mirror import assert_exact, mirror, server_truth
+
+
+def damage_once(pattern: bytes, replace):
+    """A rewrite that damages the first server chunk matching `pattern`, then no more."""
+    done = []
+
+    def rewrite(chunk: bytes) -> bytes:
+        if done or not re.search(pattern, chunk):
+            return chunk
+        done.append(True)
+        return re.sub(pattern, replace, chunk, count=1)
+    return rewrite
+
+
+DAMAGES = {
+    "a non-number size": (rb"RFC822\.SIZE \d+", b"RFC822.SIZE many"),
+    "a literal longer than sent": (rb"\{(\d+)\}\r\n", lambda m: b"{%d}\r\n" % (int(m.group(1)) + 40)),
+    "an unbalanced parenthesis": (rb"FLAGS \(", b"FLAGS (("),
+    "a garbage line": (rb"\* \d+ FETCH", b"* \x00\xff garbage\r\n* 1 FETCH"),
+    "an unreadable UID": (rb"FETCH \(UID \d+", b"FETCH (UID ?"),
+    "a broken tagged status": (rb"(?m)^(\w+) OK Fetch", rb"\1 MAYBE Fetch"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+async def test_a_malformed_fetch_response_is_an_error_then_the_mirror_converges(
+        dovecot, db_dsn, encryption_key, damage):
+    damaged, healthy = dovecot.add_user(), dovecot.add_user()
+    for user in (damaged, healthy):
+        fill_small(dovecot, user, folders=("INBOX", "Archive"), per_folder=60)
+    settings = settings_for(db_dsn, encryption_key, MAILBRIDGE_IMAP_TIMEOUT="3")
+    pattern, replace = DAMAGES[damage]
+    proxy = ImapProxy("127.0.0.1", dovecot.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        async with running_supervisor(db_dsn, settings) as h:
+            proxy.rewrite = damage_once(pattern, replace)
+            bad = await insert_account(h.db, settings, username=damaged.username, password=damaged.password,
+                                       port=proxy.port)
+            good = await insert_account(h.db, settings, username=healthy.username, password=healthy.password,
+                                        port=dovecot.port)
+            await h.wait_status(good, synced, 30, "the healthy account's first cycle")
+            await h.wait_status(bad, lambda s: synced(s) and s.health == "healthy", 40,
+                                "the damaged account to converge")
+            assert_exact(server_truth(dovecot, damaged), await mirror(db_dsn, bad))
+            assert_exact(server_truth(dovecot, healthy), await mirror(db_dsn, good))
+        nursery.cancel_scope.cancel()
+
+
+async def test_unreadable_rows_are_fetched_again_at_most_every_repair_interval(dovecot, db):
+    from datetime import datetime, timedelta, timezone
+
+    from mailbridge.aio.imap import ImapEndpoint, ImapSession
+    from mailbridge.sync.folder import REPAIR_INTERVAL, FolderSync, load_folder
+    from tests.integration.test_initial_sync_pipeline import add_account, fill_inbox, inbox_of
+
+    user = dovecot.add_user()
+    fill_inbox(user, 30)
+    account_id = await add_account(db, dovecot, user)
+    proxy = ImapProxy("127.0.0.1", dovecot.port)
+    proxy.rewrite = lambda chunk: re.sub(rb"(\* \d+ FETCH \(UID 7 .*?RFC822\.SIZE )\d+", rb"\1many", chunk)
+    clock = [datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)]
+
+    async def visit(session, folder):
+        sync = FolderSync(db, session, folder, batch_size=100, now=lambda: clock[0])
+        return [step async for step in sync.steps()]
+
+    async def unreadable():
+        return [r["uid"] for r in await db.fetch(
+            "SELECT uid FROM messages WHERE folder_id = $1 AND size_bytes IS NULL", inbox.id)]
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        endpoint = ImapEndpoint("127.0.0.1", proxy.port, "none", user.username)
+        async with ImapSession.open(endpoint, user.password) as session:
+            inbox = await inbox_of(db, session, account_id)
+            steps = await visit(session, inbox)  # the initial sync, then one refetch: damaged again
+            assert [s.phase for s in steps].count("repair") == 1
+            assert await unreadable() == [7]
+            assert await db.fetchval("SELECT count(*) FROM messages WHERE folder_id = $1", inbox.id) == 30
+
+            clock[0] += REPAIR_INTERVAL - timedelta(minutes=1)
+            steps = await visit(session, await load_folder(db, inbox.id))
+            assert "repair" not in [s.phase for s in steps]  # not before the interval is up
+            assert await unreadable() == [7]
+
+            proxy.rewrite = None  # the server answers properly again
+            clock[0] += timedelta(minutes=2)
+            steps = await visit(session, await load_folder(db, inbox.id))
+            repair = next(s for s in steps if s.phase == "repair")
+            assert repair.changed == 1 and repair.added == 0
+            assert await unreadable() == []
+        nursery.cancel_scope.cancel()
+    events = await db.fetchval("SELECT count(*) FROM events WHERE kind = 'message_changed' "
+                               "AND (payload->>'uid')::int = 7")
+    assert events == 1
+    count = await db.fetchval("SELECT message_count FROM folders WHERE id = $1", inbox.id)
+    assert count == 30
