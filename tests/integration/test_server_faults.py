@@ -10,11 +10,11 @@ import re
 import pytest
 import trio
 
-from actors import status as st
 from tests.integration.test_actors import fill_small, synced
 from tests.support.actors import insert_account, running_supervisor, settings_for
+from tests.support.cli import run_cli
 from tests.support.imap_proxy import ImapProxy
-from tests.support.mirror import assert_exact, mirror, server_truth
+from tests.support.mirror import assert_exact, base_env, mirror, server_truth
 
 
 def damage_once(pattern: bytes, replace):
@@ -113,3 +113,37 @@ async def test_unreadable_rows_are_fetched_again_at_most_every_repair_interval(d
     assert events == 1
     count = await db.fetchval("SELECT message_count FROM folders WHERE id = $1", inbox.id)
     assert count == 30
+
+
+async def test_sync_once_goes_on_past_a_folder_the_server_refuses(dovecot, db_dsn, encryption_key, tmp_path):
+    """A NO to one folder's FETCH: that folder waits for the next run, the others sync,
+    the account is recorded degraded with the reason, and the exit code stays 0."""
+    user = dovecot.add_user()
+    fill_small(dovecot, user, folders=("INBOX", "Archive", "Sent"), per_folder=30)
+    proxy = ImapProxy("127.0.0.1", dovecot.port)
+    env = base_env(db_dsn, encryption_key, tmp_path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        added = await trio.to_thread.run_sync(lambda: run_cli(
+            "accounts", "add", "--email", f"{user.username}@example.test", "--host", "127.0.0.1",
+            "--port", str(proxy.port), "--tls", "none", "--username", user.username, "--password-stdin",
+            env=env, input=user.password + "\n"))
+        assert added.code == 0, added.err
+        account_id = int(added.last_line)
+        proxy.rewrite = damage_once(rb"(?m)^(\w+) OK Fetch", rb"\1 NO [SERVERBUG] Fetch failed")
+        first = await trio.to_thread.run_sync(lambda: run_cli("sync", "--once", env=env))
+        proxy.rewrite = None
+        truth = server_truth(dovecot, user)
+        mirrored = await mirror(db_dsn, account_id)
+        refused_folders = [f for f in truth if set(mirrored.get(f, {})) != set(truth[f])]
+        second = await trio.to_thread.run_sync(lambda: run_cli("sync", "--once", env=env))
+        nursery.cancel_scope.cancel()
+    assert first.code == 0, first.err
+    assert "Traceback" not in first.err
+    assert len(refused_folders) == 1, refused_folders
+    assert f"account {account_id}: degraded: folder {refused_folders[0]!r}" in first.err
+    assert "SERVERBUG" in first.err
+    assert_exact({f: truth[f] for f in truth if f not in refused_folders},
+                 {f: rows for f, rows in mirrored.items() if f not in refused_folders})
+    assert second.code == 0 and "degraded" not in second.err, second.err
+    assert_exact(server_truth(dovecot, user), await mirror(db_dsn, account_id))
