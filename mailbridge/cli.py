@@ -142,13 +142,16 @@ async def cmd_accounts_list(ctx: Context, args: argparse.Namespace) -> int:
 async def cmd_accounts_show(ctx: Context, args: argparse.Namespace) -> int:
     from mailbridge.aio.db import Database
     from mailbridge.store import accounts as account_store
+    from mailbridge.sync.folder import REPAIR_INTERVAL
 
     async with Database.connect(ctx.dsn, max_size=2) as db:
         account = await account_store.get(db, args.id)
         folders = await db.fetch(
             """SELECT name, special_use, excluded, is_priority, parked, parked_reason, uidvalidity,
                       initial_sync_complete, message_count, server_message_count, last_synced_at,
-                      exists_on_server
+                      exists_on_server,
+                      (SELECT count(*) FROM messages m WHERE m.folder_id = folders.id AND m.size_bytes IS NULL)
+                          AS unreadable
                FROM folders WHERE account_id = $1 ORDER BY is_priority DESC, name""", args.id)
     if args.json:
         out = account.to_json()
@@ -172,6 +175,11 @@ async def cmd_accounts_show(ctx: Context, args: argparse.Namespace) -> int:
         count = f"{f['message_count']}/{f['server_message_count'] if f['server_message_count'] is not None else '?'}"
         mark = "*" if f["is_priority"] else " "
         print(f"  {mark} {f['name']:<40} {state:<14} {count:>14}  last sync {f['last_synced_at'] or '-'}")
+        if f["parked"] and f["parked_reason"]:
+            print(f"      parked: {f['parked_reason']}")
+        if f["unreadable"]:
+            print(f"      {f['unreadable']} message(s) with unreadable metadata (fetched again every "
+                  f"{int(REPAIR_INTERVAL.total_seconds() // 60)} min until the server's answer parses)")
     return 0
 
 

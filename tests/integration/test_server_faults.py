@@ -64,7 +64,8 @@ async def test_a_malformed_fetch_response_is_an_error_then_the_mirror_converges(
         nursery.cancel_scope.cancel()
 
 
-async def test_unreadable_rows_are_fetched_again_at_most_every_repair_interval(dovecot, db):
+async def test_unreadable_rows_are_fetched_again_at_most_every_repair_interval(dovecot, db, db_dsn,
+                                                                               encryption_key, tmp_path):
     from datetime import datetime, timedelta, timezone
 
     from mailbridge.aio.imap import ImapEndpoint, ImapSession
@@ -100,6 +101,9 @@ async def test_unreadable_rows_are_fetched_again_at_most_every_repair_interval(d
             steps = await visit(session, await load_folder(db, inbox.id))
             assert "repair" not in [s.phase for s in steps]  # not before the interval is up
             assert await unreadable() == [7]
+            env = base_env(db_dsn, encryption_key, tmp_path)
+            shown = await trio.to_thread.run_sync(lambda: run_cli("accounts", "show", str(account_id), env=env))
+            assert "1 message(s) with unreadable metadata (fetched again every 10 min" in shown.out, shown.out
 
             proxy.rewrite = None  # the server answers properly again
             clock[0] += timedelta(minutes=2)

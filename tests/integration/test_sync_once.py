@@ -147,6 +147,10 @@ async def test_uidvalidity_resets_past_the_limit_park_the_folder_until_reset(env
     truth = server_truth(dovecot, mail_user)
     assert_exact({"INBOX": truth["INBOX"]}, {"INBOX": (await mirror(db_dsn, account_id))["INBOX"]})
 
+    shown = run_cli("accounts", "show", str(account_id), env=env)
+    assert f"parked: UIDVALIDITY changed 2 times in 24 h (limit 1); `mailbridge accounts reset {account_id} " \
+           "--folder Archive` resumes it" in shown.out, shown.out
+
     assert run_cli("sync", "--once", env=env).code == 0  # parked stays parked: no re-download
     assert (await mirror(db_dsn, account_id)).get("Archive", {}) == {}
 
