@@ -151,3 +151,25 @@ async def test_sync_once_goes_on_past_a_folder_the_server_refuses(dovecot, db_ds
                  {f: rows for f, rows in mirrored.items() if f not in refused_folders})
     assert second.code == 0 and "degraded" not in second.err, second.err
     assert_exact(server_truth(dovecot, user), await mirror(db_dsn, account_id))
+
+
+async def test_a_server_gone_silent_mid_fetch_times_out_and_the_restart_converges(dovecot, db_dsn, encryption_key):
+    user = dovecot.add_user()
+    fill_small(dovecot, user, folders=("INBOX", "Archive"), per_folder=60)
+    settings = settings_for(db_dsn, encryption_key, MAILBRIDGE_IMAP_TIMEOUT="2")
+    proxy = ImapProxy("127.0.0.1", dovecot.port, stall_on="UID FETCH")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        async with running_supervisor(db_dsn, settings) as h:
+            account_id = await insert_account(h.db, settings, username=user.username, password=user.password,
+                                              port=proxy.port)
+            with trio.fail_after(10):
+                await proxy.stalled.wait()
+            await h.wait_status(account_id, lambda s: s.restarts >= 1, 10, "a restart after the timeout")
+            status = h.status(account_id)
+            assert "got no answer" in (status.last_error or ""), status.last_error
+            proxy.resume()  # the server answers again (the held replies go to a closed socket)
+            await h.wait_status(account_id, lambda s: synced(s) and s.health == "healthy", 30,
+                                "the restarted actor to converge")
+            assert_exact(server_truth(dovecot, user), await mirror(db_dsn, account_id))
+        nursery.cancel_scope.cancel()
