@@ -57,6 +57,7 @@ from mailbridge.imap.responses import (
     parse_status,
 )
 from mailbridge.imap.throttle import Throttle
+from mailbridge.imap.utf7 import decode_mailbox_name
 from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
 from mailbridge.store import retention as retention_store
@@ -70,6 +71,10 @@ log = logging.getLogger(__name__)
 CLEANUP_TIMEOUT = 5.0
 EXPIRY_INTERVAL = 24 * 3600.0  # seconds between retention runs
 INBOX_RESCAN = 5.0  # least seconds between INBOX flag scans before IDLE (servers without CONDSTORE)
+# what NOTIFY (RFC 5465) asks for, once per session: the selected mailbox as plain IMAP
+# does, and a STATUS whenever another personal mailbox gains, loses or re-flags a message
+NOTIFY_EVENTS = ("(selected (MessageNew MessageExpunge FlagChange)) "
+                 "(personal (MessageNew MessageExpunge FlagChange))")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +131,15 @@ class AccountActor:
         self._inbox: Folder | None = None  # the folder to IDLE on (INBOX, when included)
         self._last_expiry: float | None = None
         self._idle_refused = False
+        self._notify_refused = False
+        # news that came with a NOTIFY answer instead of during IDLE: (INBOX changed, folders)
+        self._pending_push: tuple[bool, tuple[Folder | None, ...]] | None = None
+        # news the server sends while a visit runs comes inside that visit's command
+        # responses, where nothing reads it: so after a push visit, the folder's state is
+        # compared with the server's once more (INBOX by SELECT, the others by STATUS)
+        self._inbox_recheck = False
+        self._recheck: list[Folder] = []
+        self._watch: dict[str, Folder] | None = None  # the folders by push name, while NOTIFY is set
         self._inbox_scanned_at = float("-inf")  # trio time of INBOX's last flag scan
         self._publish()
 
@@ -306,7 +320,10 @@ class AccountActor:
                 await self._answer(session, value)
                 self._publish()
             elif kind == "push":
-                await self._sync_inbox(session, reconcile=True, why="server push")
+                inbox_changed, elsewhere = value
+                if inbox_changed:
+                    await self._sync_inbox(session, reconcile=True, why="server push")
+                await self._sync_elsewhere(session, elsewhere)
         return False
 
     async def _wait_for_request(self, session: ImapSession, deadline: float) -> bool:
@@ -323,17 +340,30 @@ class AccountActor:
     async def _idle_once(self, session: ImapSession, deadline: float) -> tuple[str, Any]:
         """Make sure INBOX is current, then IDLE on it until a push that matters, a
         request, the deadline or the re-IDLE interval.
-        Returns ("push", ServerPush) / ("request", Request) / ("timeout", None).
+        Returns ("push", (INBOX changed, folders)) / ("request", Request) / ("timeout", None).
+
+        Where the server offers NOTIFY, it is set once for the session, so a change in
+        any other included folder ends the IDLE too; the folders it names are returned
+        with the push (None for one not known yet).  Its STATUS pushes that came with
+        other commands' responses since the last call are returned first, as a push.
+        After a push visit, a folder is compared with the server once more (INBOX by
+        SELECT, others by STATUS): news sent while the visit ran came inside its responses.
 
         INBOX still selected: a NOOP collects what the server queued since (flag changes
         included).  Otherwise SELECT and compare UIDNEXT/EXISTS/HIGHESTMODSEQ with what
         the last visit stored; without CONDSTORE that cannot show flag changes made since
         INBOX was last scanned, so it is scanned again first (at most every few seconds).
         """
+        watch = await self._notify_watch(session)
+        if watch is not None:
+            self._note_news(session.take_pushes(), watch)
+        if self._pending_push is not None:
+            pending, self._pending_push = self._pending_push, None
+            return "push", pending
         inbox = self._inbox
         assert inbox is not None
         condstore = session.condstore
-        if self._selected == inbox.raw_name:
+        if self._selected == inbox.raw_name and not self._inbox_recheck:
             news = parse_exists_expunge((await session.noop()).lines)
             if news.changed:
                 await self._sync_inbox(session, reconcile=True, why="news before IDLE")
@@ -342,6 +372,7 @@ class AccountActor:
             if not condstore and trio.current_time() - self._inbox_scanned_at > INBOX_RESCAN:
                 await self._sync_inbox(session, reconcile=True, why="flag scan before IDLE")
                 return "timeout", None
+            self._inbox_recheck = False
             response = await session.select(inbox.raw_name, condstore=True)
             self._selected = inbox.raw_name
             info = parse_select(response.lines_and_text)
@@ -352,11 +383,25 @@ class AccountActor:
                 return "timeout", None
             if (info.uidnext != stored["uidnext"] or info.exists != stored["server_message_count"]
                     or (info.highestmodseq is not None and info.highestmodseq != stored["highestmodseq"])):
-                await self._sync_inbox(session, reconcile=True, why="changed while not idling")
+                await self._sync_inbox(session, reconcile=True, why="changed while not idling", recheck=False)
                 return "timeout", None
+            if self._recheck:
+                folders, self._recheck = self._recheck, []
+                fresh = [f for f in [await load_folder(self.deps.db, f.id) for f in folders]
+                         if f is not None and not f.excluded and not f.parked]
+                changed = await self._changed_by_status(session, fresh, condstore)
+                if changed:
+                    await self._sync_elsewhere(session, tuple(changed), recheck=False)
+                    return "timeout", None
         until = min(deadline, trio.current_time() + self.deps.settings.idle_seconds)
+        self._publish(state=st.IDLE, folder=None, step="idling on INBOX (IMAP IDLE"
+                      + (", NOTIFY for the other folders)" if watch is not None else ")"))
+        return await self._idle_until(session, until, watch)
+
+    async def _idle_until(self, session: ImapSession, until: float,
+                          watch: dict[str, Folder] | None) -> tuple[str, Any]:
+        """IDLE until a push that matters, a request or `until` (see `_idle_once`)."""
         result: tuple[str, Any] = ("timeout", None)
-        self._publish(state=st.IDLE, folder=None, step="idling on INBOX (IMAP IDLE)")
         try:
             async with session.idle() as stream, trio.open_nursery() as nursery:
                 nursery.cancel_scope.deadline = until
@@ -365,8 +410,9 @@ class AccountActor:
                     nonlocal result
                     while True:
                         push = parse_exists_expunge(await stream.next_push())
-                        if push.changed:
-                            result = ("push", push)
+                        elsewhere = _pushed_folders(push.elsewhere, watch) if watch else ()
+                        if push.changed or elsewhere:
+                            result = ("push", (push.changed, elsewhere))
                             nursery.cancel_scope.cancel()
                             return
 
@@ -385,7 +431,58 @@ class AccountActor:
             self._idle_refused = True
         return result
 
-    async def _sync_inbox(self, session: ImapSession, *, reconcile: bool, why: str) -> None:
+    async def _notify_watch(self, session: ImapSession) -> dict[str, Folder] | None:
+        """NOTIFY set for the session (once) where the server offers and accepts it: the
+        account's folders by every name a push may use for them; None without NOTIFY."""
+        if self._notify_refused or not session.has("NOTIFY"):
+            return None
+        folders = await load_folders(self.deps.db, self.account.id)
+        if not session.notifying and not await session.notify(NOTIFY_EVENTS):
+            # Dovecot without mailbox list indexes answers NO [NOTIFICATIONOVERFLOW]
+            log.info("account %d: the server refused NOTIFY; folders other than INBOX are checked "
+                     "every cycle instead", self.account.id)
+            self._notify_refused = True
+            return None
+        watch: dict[str, Folder] = {}
+        for folder in folders:
+            watch.setdefault(folder.raw_name, folder)
+            watch.setdefault(folder.name, folder)  # some servers name them decoded (Dovecot does)
+        self._watch = watch
+        return watch
+
+    def _note_news(self, lines: Sequence[Any], watch: dict[str, Folder], *, but: Folder | None = None) -> None:
+        """Keep, as a pending push, the folders the NOTIFY STATUS lines among `lines` name
+        (except `but`, whose own STATUS answer they include)."""
+        if not lines:
+            return
+        elsewhere = tuple(f for f in _pushed_folders(parse_exists_expunge(lines).elsewhere, watch)
+                          if but is None or f is None or f.id != but.id)
+        if not elsewhere:
+            return
+        changed, before = self._pending_push or (False, ())
+        self._pending_push = (changed, before + tuple(f for f in elsewhere if f not in before))
+
+    async def _sync_elsewhere(self, session: ImapSession, folders: Sequence[Folder | None], *,
+                              recheck: bool = True) -> None:
+        """Visit the folders a NOTIFY push named; one not known yet (None) means a light
+        cycle, whose LIST finds it.  With `recheck`, the next `_idle_once` compares the
+        visited folders' STATUS with what the visit stored, once."""
+        if None in folders:
+            await self._cycle(session, light=True)
+        condstore = session.condstore
+        for pushed in folders:
+            folder = await load_folder(self.deps.db, pushed.id) if pushed is not None else None
+            if folder is None or folder.excluded or folder.parked:
+                continue
+            log.debug("account %d: syncing %r (NOTIFY)", self.account.id, folder.name)
+            async for _step in self._folder_steps(session, folder, FolderWork(folder, flag_scan=not condstore)):
+                pass
+            if recheck and folder not in self._recheck:
+                self._recheck.append(folder)
+        if folders:
+            self._publish(state=st.IDLE, folder=None)
+
+    async def _sync_inbox(self, session: ImapSession, *, reconcile: bool, why: str, recheck: bool = True) -> None:
         inbox = await load_folder(self.deps.db, self._inbox.id) if self._inbox else None
         if inbox is None or inbox.excluded or inbox.parked:
             self._inbox = None
@@ -396,6 +493,7 @@ class AccountActor:
             pass
         if reconcile:
             self._inbox_scanned_at = trio.current_time()
+        self._inbox_recheck = recheck
         self._publish(state=st.IDLE, folder=None)
 
     # --- one cycle ---------------------------------------------------------------------
@@ -473,7 +571,10 @@ class AccountActor:
         changed = []
         for folder in folders:
             try:
-                info = parse_status((await session.status(folder.raw_name, items)).lines)
+                response = await session.status(folder.raw_name, items)
+                info = parse_status(response.lines, (folder.raw_name, folder.name))
+                if session.notifying and self._watch is not None:
+                    self._note_news(response.lines, self._watch, but=folder)
             except ImapCommandError as exc:
                 log.info("account %d: STATUS %r refused (%s); visiting it", self.account.id, folder.name, exc)
                 changed.append(folder)
@@ -602,6 +703,21 @@ class AccountActor:
 REQUEST_COMMANDS = 3
 # requests let wait between sync steps while the throttle is short (one is answered a step)
 WAITING_WHEN_THROTTLED = 4
+
+
+def _pushed_folders(names: Sequence[str], watch: dict[str, Folder]) -> tuple[Folder | None, ...]:
+    """The included folders (other than INBOX) a NOTIFY push names, each once; None for
+    a name that matches no folder (created since the last LIST)."""
+    out: list[Folder | None] = []
+    for name in names:
+        if name.upper() == "INBOX":
+            continue  # selected: its own pushes say what changed
+        folder = watch.get(name) or watch.get(decode_mailbox_name(name))
+        if folder is not None and (folder.excluded or folder.parked or folder.name == "INBOX"):
+            continue
+        if folder not in out:
+            out.append(folder)
+    return tuple(out)
 
 
 def _describe(exc: BaseException) -> str:

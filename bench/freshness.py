@@ -1,14 +1,15 @@
 """Benchmark: how long until a change on the server shows in Postgres, with `serve` running.
 
-Starts a private Dovecot (twice: as shipped, with CONDSTORE/QRESYNC and IDLE, and with
-CONDSTORE/QRESYNC switched off), a throwaway database, fills INBOX and a non-priority
+Starts a private Dovecot (three times: with CONDSTORE/QRESYNC and IDLE; the same with
+its mailbox list index on, which makes NOTIFY work; and with CONDSTORE/QRESYNC switched
+off), a throwaway database, fills INBOX and a non-priority
 folder, adds the account, runs `mailbridge serve` as a real process with the default
 schedule (override with --poll), waits for the initial sync, then makes each change
 with a separate IMAP client and prints the delay until the mirror shows it:
 
     new mail / flag set / delete, in INBOX and in "Archive" (non-priority)
 
-    .venv/bin/python bench/freshness.py [--poll 60] [--dsn postgresql://...] [--only condstore|plain]
+    .venv/bin/python bench/freshness.py [--poll 60] [--dsn postgresql://...] [--only condstore|notify|plain]
 
 Targets (issue 4): INBOX new mail <= 5 s; any folder new mail <= 60 s; flag change and
 delete in any folder <= 60 s with CONDSTORE/QRESYNC, <= 10 min without.
@@ -127,7 +128,7 @@ def main() -> None:
     parser.add_argument("--dsn", default=os.environ.get("DATABASE_URL_TEST"),
                         help="a Postgres server to create a throwaway database on (default DATABASE_URL_TEST)")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up on one change after this long")
-    parser.add_argument("--only", choices=("condstore", "plain"))
+    parser.add_argument("--only", choices=("condstore", "notify", "plain"))
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="mbfresh-dovecot-"))
     pg_base = None
@@ -139,10 +140,11 @@ def main() -> None:
         dsn = start_embedded(pg_base, database="postgres")
     rows: list[tuple] = []
     try:
-        for label, disabled in (("condstore", ()), ("plain", ("CONDSTORE", "QRESYNC"))):
+        for label, disabled, list_index in (("condstore", (), False), ("notify", (), True),
+                                            ("plain", ("CONDSTORE", "QRESYNC"), False)):
             if args.only and args.only != label:
                 continue
-            server = DovecotServer(base / label, disable_capabilities=disabled)
+            server = DovecotServer(base / label, disable_capabilities=disabled, list_index=list_index)
             server.start()
             try:
                 rows += measure(server, label, dsn, args.poll, args.timeout)

@@ -29,6 +29,11 @@ from typing import Callable, Optional
 from aioimaplib import aioimaplib as _aio
 
 CRLF = b"\r\n"
+
+# Commands aioimaplib 2.0.3 does not know (its `execute` looks every name up): UNSELECT
+# (RFC 3691) and NOTIFY (RFC 5465), both answered by one tagged response.
+_aio.Commands.setdefault("UNSELECT", _aio.Cmd("UNSELECT", (_aio.SELECTED,), _aio.Exec.is_sync))
+_aio.Commands.setdefault("NOTIFY", _aio.Cmd("NOTIFY", (_aio.AUTH, _aio.SELECTED), _aio.Exec.is_sync))
 _FETCH_START = re.compile(rb"[0-9]+ FETCH \(")
 _LITERAL_END = re.compile(rb"\{(\d+)\}$")
 

@@ -139,6 +139,8 @@ class ImapSession:
         self.capabilities: frozenset[str] = frozenset()
         self.enabled: frozenset[str] = frozenset()
         self.closed = False
+        self.notifying = False  # NOTIFY SET accepted: STATUS pushes may come with any response
+        self._pushes: list[bytes] = []  # those STATUS lines, kept for `take_pushes`
         self._lost: list[BaseException | None] = []
         self._lost_event = trio.Event()
 
@@ -297,7 +299,22 @@ class ImapSession:
             except _aio.AioImapException as exc:
                 self._abort()
                 raise ImapProtocolError(f"{name} failed at {self.endpoint.describe()}: {exc}") from None
+            if self.notifying and name != "STATUS":  # a STATUS command's caller sorts its own
+                self._keep_pushes(response.lines)
             return ImapResponse.from_aio(response.result, response.lines)
+
+    def _keep_pushes(self, lines: Sequence[Any]) -> None:
+        """Keep the untagged STATUS lines (NOTIFY pushes about other mailboxes) among `lines`."""
+        for line in lines:
+            if type(line) is not str and line[:7].upper() == b"STATUS ":
+                self._pushes.append(bytes(line))
+
+    def take_pushes(self) -> list[bytes]:
+        """The NOTIFY STATUS lines that came with command responses (or between commands)
+        since the last call; empty unless `notifying`."""
+        self._keep_pushes(self.take_unsolicited())
+        pushes, self._pushes = self._pushes, []
+        return pushes
 
     async def _unless_lost(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Await `fn` (an asyncio coroutine function), giving up with ConnectionResetError
@@ -401,6 +418,17 @@ class ImapSession:
             await self.command("UNSELECT", check=False)
             self._proto.state = _aio.AUTH
 
+    async def notify(self, events: str | None) -> bool:
+        """NOTIFY SET `events` (RFC 5465), or NOTIFY NONE when None; whether the server
+        accepted it (False where it lacks NOTIFY).  While set (`notifying`), the STATUS
+        pushes that come with any other command's response are kept for `take_pushes`."""
+        if not self.has("NOTIFY"):
+            return False
+        response = await self.command("NOTIFY", "NONE" if events is None else f"SET {events}", check=False)
+        if response.status == "OK":
+            self.notifying = events is not None
+        return response.status == "OK"
+
     async def status(self, raw_name: str, items: Sequence[str]) -> ImapResponse:
         return await self.command("STATUS", quote(raw_name), "(" + " ".join(items) + ")")
 
@@ -471,7 +499,12 @@ class ImapSession:
                 with trio.CancelScope(shield=True):
                     await self._finish_idle(holder.get("task"))
                 raise
-            stream = IdleStream(self)
+            # news that came between commands (no command to carry it) is the first push
+            early = self.take_unsolicited()
+            if self.notifying:
+                self._pushes, kept = [], self._pushes  # STATUS lines too, whatever carried them
+                early = kept + early
+            stream = IdleStream(self, early)
             try:
                 yield stream
             finally:
@@ -495,10 +528,12 @@ class ImapSession:
                 await self._unless_lost(done)
         except (trio.TooSlowError, Exception):
             self._abort()
-        # pushes that arrived between the last read and DONE stay queued for the caller
-        # of the next idle; drop them here since a cycle follows anyway.
+        # pushes that arrived between the last read and DONE: a visit follows anyway for
+        # the selected mailbox; NOTIFY's STATUS lines about others are kept
         while not proto.idle_queue.empty():
-            proto.idle_queue.get_nowait()
+            lines = proto.idle_queue.get_nowait()
+            if self.notifying:
+                self._keep_pushes([line for line in lines if line != b"stop_wait_server_push"])
 
     # --- closing -----------------------------------------------------------------------
 
@@ -525,14 +560,19 @@ class ImapSession:
 class IdleStream:
     """Server pushes during one IDLE."""
 
-    def __init__(self, session: ImapSession) -> None:
+    def __init__(self, session: ImapSession, early: list[bytes] | None = None) -> None:
         self._session = session
+        self._early = [bytes(line) for line in early or ()]
 
     async def next_push(self) -> list[bytes]:
-        """The next batch of untagged lines (EXISTS, EXPUNGE, FETCH, VANISHED).
+        """The next batch of untagged lines (EXISTS, EXPUNGE, FETCH, VANISHED; STATUS
+        under NOTIFY); the first is what arrived outside any command before the IDLE.
 
         Cancellable; raises ImapConnectionLost if the connection drops.
         """
+        if self._early:
+            early, self._early = self._early, []
+            return early
         proto = self._session._proto
 
         async def get() -> list[bytes]:

@@ -93,10 +93,11 @@ class ServerPush:
     vanished_uids: tuple[int, ...] = ()
     flag_updates: tuple[FlagUpdate, ...] = ()
     fetch_seqs_without_uid: tuple[int, ...] = ()
+    elsewhere: tuple[str, ...] = ()  # mailboxes a NOTIFY STATUS says changed, as the server named them
 
     @property
     def changed(self) -> bool:
-        """Whether it says the mailbox changed (not just a keep-alive "still here")."""
+        """Whether it says the selected mailbox changed (not just a keep-alive "still here")."""
         return bool(self.exists is not None or self.expunged_seqs or self.vanished_uids or self.flag_updates
                     or self.fetch_seqs_without_uid)
 

@@ -114,29 +114,43 @@ def parse_select(lines: Lines) -> SelectInfo:
     )
 
 
-def parse_status(lines: Lines) -> StatusInfo:
-    """The counters of the (first) STATUS response; `ImapProtocolError` if there is none."""
+def parse_status(lines: Lines, mailbox: tuple[str, ...] = ()) -> StatusInfo:
+    """The counters of the STATUS response about `mailbox` (any of these spellings: a
+    server may echo the name encoded or decoded), else of the first one: under NOTIFY,
+    STATUS responses about other mailboxes may come along.  `ImapProtocolError` if there
+    is none, or it is malformed."""
+    chosen: list[Token] | None = None
     for resp in split_responses(lines):
         first = resp[0]
         if type(first) is not bytes or first[:7].upper() != b"STATUS ":
             continue
         tokens = parse_tokens(resp)
-        if len(tokens) < 3 or type(tokens[-1]) is not list or len(tokens[-1]) % 2:
-            raise ImapProtocolError("malformed STATUS response")
-        items = tokens[-1]
-        values: dict[bytes, int] = {}
-        for i in range(0, len(items), 2):
-            name = items[i]
-            if type(name) is bytes:
-                values[name.upper()] = token_number(items[i + 1], name.decode("ascii", "replace"))
-        return StatusInfo(
-            messages=values.get(b"MESSAGES"),
-            uidnext=values.get(b"UIDNEXT"),
-            uidvalidity=values.get(b"UIDVALIDITY"),
-            unseen=values.get(b"UNSEEN"),
-            highestmodseq=values.get(b"HIGHESTMODSEQ"),
-        )
-    raise ImapProtocolError("no STATUS response")
+        if chosen is None:
+            chosen = tokens
+        if mailbox and len(tokens) >= 2 and type(tokens[1]) is bytes and token_text(tokens[1]) in mailbox:
+            chosen = tokens
+            break
+    if chosen is None:
+        raise ImapProtocolError("no STATUS response")
+    return _status_info(chosen)
+
+
+def _status_info(tokens: list[Token]) -> StatusInfo:
+    if len(tokens) < 3 or type(tokens[-1]) is not list or len(tokens[-1]) % 2:
+        raise ImapProtocolError("malformed STATUS response")
+    items = tokens[-1]
+    values: dict[bytes, int] = {}
+    for i in range(0, len(items), 2):
+        name = items[i]
+        if type(name) is bytes:
+            values[name.upper()] = token_number(items[i + 1], name.decode("ascii", "replace"))
+    return StatusInfo(
+        messages=values.get(b"MESSAGES"),
+        uidnext=values.get(b"UIDNEXT"),
+        uidvalidity=values.get(b"UIDVALIDITY"),
+        unseen=values.get(b"UNSEEN"),
+        highestmodseq=values.get(b"HIGHESTMODSEQ"),
+    )
 
 
 _MODSEQ_SUFFIX = re.compile(rb" ?\(MODSEQ [0-9]+\) ?\Z", re.I)
@@ -289,8 +303,11 @@ def parse_exists_expunge(lines: Lines) -> ServerPush:
     """What untagged responses (an IDLE push, a NOOP) say changed; never raises.
 
     A FETCH without UID, or one that cannot be read, lands in fetch_seqs_without_uid so
-    the caller can look that message up by sequence number.
+    the caller can look that message up by sequence number.  A STATUS (sent under
+    NOTIFY for another mailbox) adds that mailbox's name, as the server wrote it, to
+    `elsewhere`.
     """
+    elsewhere: list[str] = []
     exists: int | None = None
     expunged: list[int] = []
     vanished: list[int] = []
@@ -324,12 +341,20 @@ def parse_exists_expunge(lines: Lines) -> ServerPush:
                 vanished.extend(_vanished_uids(resp))
             except ImapProtocolError:
                 continue
+        elif first[:7].upper() == b"STATUS ":
+            try:
+                tokens = parse_tokens(resp)
+            except ImapProtocolError:
+                continue
+            if len(tokens) >= 2 and type(tokens[1]) is bytes and token_text(tokens[1]) not in elsewhere:
+                elsewhere.append(token_text(tokens[1]))
     return ServerPush(
         exists=exists,
         expunged_seqs=tuple(expunged),
         vanished_uids=tuple(sorted(set(vanished))),
         flag_updates=tuple(updates),
         fetch_seqs_without_uid=tuple(no_uid),
+        elsewhere=tuple(elsewhere),
     )
 
 

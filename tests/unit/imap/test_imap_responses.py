@@ -183,6 +183,26 @@ def test_status():
         parse_status([b"STATUS INBOX (MESSAGES)", b"ok"])
 
 
+def test_status_picks_the_mailbox_asked_about_among_notify_pushes():
+    wire = (b'* STATUS Archive (MESSAGES 9 UIDNEXT 10)\r\n'
+            b'* STATUS "Reise &- Urlaub" (MESSAGES 3 UIDNEXT 4 HIGHESTMODSEQ 8)\r\nA001 OK\r\n')
+    lines = lines_from_wire(wire)
+    assert parse_status(lines, ("Reise &- Urlaub", "Reise & Urlaub")) == StatusInfo(3, 4, highestmodseq=8)
+    assert parse_status(lines, ("Sent",)) == StatusInfo(messages=9, uidnext=10)  # none matches: the first
+    assert parse_status(lines) == StatusInfo(messages=9, uidnext=10)
+
+
+def test_notify_status_pushes_name_the_other_mailboxes():
+    wire = (b'* STATUS Archive (MESSAGES 2 UIDNEXT 3 UNSEEN 2 HIGHESTMODSEQ 2)\r\n'
+            b'* STATUS "Reise & Urlaub" (HIGHESTMODSEQ 3)\r\n'
+            b'* STATUS Archive (HIGHESTMODSEQ 4)\r\n* OK Still here\r\n'
+            b'* STATUS ' + literal(b"Lists.python-dev") + b' (MESSAGES 1)\r\n')
+    push = parse_exists_expunge(lines_from_wire(wire))
+    assert push.elsewhere == ("Archive", "Reise & Urlaub", "Lists.python-dev")
+    assert not push.changed  # nothing about the selected mailbox
+    assert parse_exists_expunge([b"STATUS (broken", b"3 EXISTS"]).exists == 3  # never raises
+
+
 def search(lines) -> list[int]:
     found = parse_search(lines)
     assert isinstance(found, array) and found.typecode == "q"  # 8 bytes a UID
