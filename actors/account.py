@@ -72,9 +72,10 @@ CLEANUP_TIMEOUT = 5.0
 EXPIRY_INTERVAL = 24 * 3600.0  # seconds between retention runs
 INBOX_RESCAN = 5.0  # least seconds between INBOX flag scans before IDLE (servers without CONDSTORE)
 # what NOTIFY (RFC 5465) asks for, once per session: the selected mailbox as plain IMAP
-# does, and a STATUS whenever another personal mailbox gains, loses or re-flags a message
+# does, a STATUS whenever another personal mailbox gains, loses or re-flags a message, and
+# a LIST when one is created, renamed or deleted
 NOTIFY_EVENTS = ("(selected (MessageNew MessageExpunge FlagChange)) "
-                 "(personal (MessageNew MessageExpunge FlagChange))")
+                 "(personal (MessageNew MessageExpunge FlagChange MailboxName))")
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,7 +411,8 @@ class AccountActor:
                     nonlocal result
                     while True:
                         push = parse_exists_expunge(await stream.next_push())
-                        elsewhere = _pushed_folders(push.elsewhere, watch) if watch else ()
+                        elsewhere = (_pushed_folders(push.elsewhere, watch, push.mailboxes_changed)
+                                     if watch else ())
                         if push.changed or elsewhere:
                             result = ("push", (push.changed, elsewhere))
                             nursery.cancel_scope.cancel()
@@ -455,7 +457,8 @@ class AccountActor:
         (except `but`, whose own STATUS answer they include)."""
         if not lines:
             return
-        elsewhere = tuple(f for f in _pushed_folders(parse_exists_expunge(lines).elsewhere, watch)
+        push = parse_exists_expunge(lines)
+        elsewhere = tuple(f for f in _pushed_folders(push.elsewhere, watch, push.mailboxes_changed)
                           if but is None or f is None or f.id != but.id)
         if not elsewhere:
             return
@@ -705,10 +708,12 @@ REQUEST_COMMANDS = 3
 WAITING_WHEN_THROTTLED = 4
 
 
-def _pushed_folders(names: Sequence[str], watch: dict[str, Folder]) -> tuple[Folder | None, ...]:
+def _pushed_folders(names: Sequence[str], watch: dict[str, Folder],
+                    listed: bool = False) -> tuple[Folder | None, ...]:
     """The included folders (other than INBOX) a NOTIFY push names, each once; None for
-    a name that matches no folder (created since the last LIST)."""
-    out: list[Folder | None] = []
+    a name that matches no folder (created since the last LIST), or when the push
+    `listed` a mailbox (created, renamed or deleted)."""
+    out: list[Folder | None] = [None] if listed else []
     for name in names:
         if name.upper() == "INBOX":
             continue  # selected: its own pushes say what changed

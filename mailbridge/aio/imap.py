@@ -299,19 +299,20 @@ class ImapSession:
             except _aio.AioImapException as exc:
                 self._abort()
                 raise ImapProtocolError(f"{name} failed at {self.endpoint.describe()}: {exc}") from None
-            if self.notifying and name != "STATUS":  # a STATUS command's caller sorts its own
+            if self.notifying and name not in ("STATUS", "LIST"):  # those callers sort their own
                 self._keep_pushes(response.lines)
             return ImapResponse.from_aio(response.result, response.lines)
 
     def _keep_pushes(self, lines: Sequence[Any]) -> None:
-        """Keep the untagged STATUS lines (NOTIFY pushes about other mailboxes) among `lines`."""
+        """Keep the untagged STATUS and LIST lines (NOTIFY pushes about other mailboxes)
+        among `lines`."""
         for line in lines:
-            if type(line) is not str and line[:7].upper() == b"STATUS ":
+            if type(line) is not str and (line[:7].upper() == b"STATUS " or line[:5].upper() == b"LIST "):
                 self._pushes.append(bytes(line))
 
     def take_pushes(self) -> list[bytes]:
-        """The NOTIFY STATUS lines that came with command responses (or between commands)
-        since the last call; empty unless `notifying`."""
+        """The NOTIFY STATUS and LIST lines that came with command responses (or between
+        commands) since the last call; empty unless `notifying`."""
         self._keep_pushes(self.take_unsolicited())
         pushes, self._pushes = self._pushes, []
         return pushes

@@ -94,6 +94,7 @@ class ServerPush:
     flag_updates: tuple[FlagUpdate, ...] = ()
     fetch_seqs_without_uid: tuple[int, ...] = ()
     elsewhere: tuple[str, ...] = ()  # mailboxes a NOTIFY STATUS says changed, as the server named them
+    mailboxes_changed: bool = False  # a NOTIFY LIST: a mailbox was created, renamed or deleted
 
     @property
     def changed(self) -> bool:

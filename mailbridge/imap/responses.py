@@ -305,8 +305,9 @@ def parse_exists_expunge(lines: Lines) -> ServerPush:
     A FETCH without UID, or one that cannot be read, lands in fetch_seqs_without_uid so
     the caller can look that message up by sequence number.  A STATUS (sent under
     NOTIFY for another mailbox) adds that mailbox's name, as the server wrote it, to
-    `elsewhere`.
+    `elsewhere`; a LIST (NOTIFY's MailboxName event) sets `mailboxes_changed`.
     """
+    listed = False
     elsewhere: list[str] = []
     exists: int | None = None
     expunged: list[int] = []
@@ -348,6 +349,8 @@ def parse_exists_expunge(lines: Lines) -> ServerPush:
                 continue
             if len(tokens) >= 2 and type(tokens[1]) is bytes and token_text(tokens[1]) not in elsewhere:
                 elsewhere.append(token_text(tokens[1]))
+        elif first[:5].upper() == b"LIST ":
+            listed = True
     return ServerPush(
         exists=exists,
         expunged_seqs=tuple(expunged),
@@ -355,6 +358,7 @@ def parse_exists_expunge(lines: Lines) -> ServerPush:
         flag_updates=tuple(updates),
         fetch_seqs_without_uid=tuple(no_uid),
         elsewhere=tuple(elsewhere),
+        mailboxes_changed=listed,
     )
 
 

@@ -1,8 +1,9 @@
 """Random changes on the server while `serve` runs; afterwards the mirror converges to
 the server's truth (`verify` finds no drift) and the events table records the changes.
 
-Run once against a Dovecot with CONDSTORE/QRESYNC and once against one that does not
-advertise them (the fallbacks: flag scans, count checks and UID SEARCH diffs).
+Run against a Dovecot with CONDSTORE/QRESYNC, against one that does not advertise them
+(the fallbacks: flag scans, count checks and UID SEARCH diffs), and against one whose
+mailbox list index makes NOTIFY work (pushes for every folder, a slow tick).
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ def plain_dovecot(tmp_path_factory):
     """A second Dovecot that advertises neither CONDSTORE nor QRESYNC."""
     yield from running_dovecot(tmp_path_factory.mktemp("dovecot-plain"),
                                disable_capabilities=("CONDSTORE", "QRESYNC"))
+
+
+@pytest.fixture(scope="module")
+def notify_dovecot(tmp_path_factory):
+    """A third Dovecot with its mailbox list index on, so NOTIFY works."""
+    yield from running_dovecot(tmp_path_factory.mktemp("dovecot-notify"), list_index=True)
 
 
 class Changes:
@@ -180,3 +187,11 @@ async def test_random_changes_converge_without_condstore(plain_dovecot, db_dsn, 
     env = base_env(db_dsn, encryption_key, tmp_path)
     env["MAILBRIDGE_POLL_SECONDS"] = "1"
     await converge(plain_dovecot, user, env, db_dsn, seed=2)
+
+
+@pytest.mark.slow
+async def test_random_changes_converge_with_notify(notify_dovecot, db_dsn, encryption_key, tmp_path):
+    user = notify_dovecot.add_user()
+    env = base_env(db_dsn, encryption_key, tmp_path)
+    env["MAILBRIDGE_POLL_SECONDS"] = "20"  # pushes do the work; the light cycle's LIST finds deleted folders
+    await converge(notify_dovecot, user, env, db_dsn, seed=3)

@@ -52,9 +52,12 @@ async def mirror(db_dsn, account_id) -> dict[str, dict[int, dict]]:
 
 
 def server_truth(dovecot, user) -> dict[str, dict[int, dict]]:
+    """Every selectable folder's messages but the excluded ones' (a parent that only holds
+    others, e.g. "Lists" of "Lists.python-dev" under a mailbox list index, is \\Noselect)."""
+    unselectable = {"\\NOSELECT", "\\NONEXISTENT"}
     with MailboxClient(dovecot, user) as client:
-        return {folder: client.fetch_meta(folder) for folder in client.list_folders()
-                if folder not in ("Trash", "Junk", "Spam")}
+        return {folder: client.fetch_meta(folder) for folder, flags, _ in client.list_folders_detailed()
+                if folder not in ("Trash", "Junk", "Spam") and not unselectable & {f.upper() for f in flags}}
 
 
 def assert_exact(truth, mirrored):
