@@ -34,6 +34,7 @@ import trio
 from actors import status as st
 from actors.bodies import fetch_body
 from actors.messages import Reply, Request, SyncNow
+from actors.pushes import NOTIFY_EVENTS, NotifyPushes, Pushed
 from actors.registry import MAILBOX_SIZE, ActorUnavailable, Registry
 from mailbridge import metrics
 from mailbridge.accountops import endpoint_of
@@ -57,7 +58,6 @@ from mailbridge.imap.responses import (
     parse_status,
 )
 from mailbridge.imap.throttle import Throttle
-from mailbridge.imap.utf7 import decode_mailbox_name
 from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
 from mailbridge.store import retention as retention_store
@@ -71,11 +71,6 @@ log = logging.getLogger(__name__)
 CLEANUP_TIMEOUT = 5.0
 EXPIRY_INTERVAL = 24 * 3600.0  # seconds between retention runs
 INBOX_RESCAN = 5.0  # least seconds between INBOX flag scans before IDLE (servers without CONDSTORE)
-# what NOTIFY (RFC 5465) asks for, once per session: the selected mailbox as plain IMAP
-# does, a STATUS whenever another personal mailbox gains, loses or re-flags a message, and
-# a LIST when one is created, renamed or deleted
-NOTIFY_EVENTS = ("(selected (MessageNew MessageExpunge FlagChange)) "
-                 "(personal (MessageNew MessageExpunge FlagChange MailboxName))")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,14 +128,12 @@ class AccountActor:
         self._last_expiry: float | None = None
         self._idle_refused = False
         self._notify_refused = False
-        # news that came with a NOTIFY answer instead of during IDLE: (INBOX changed, folders)
-        self._pending_push: tuple[bool, tuple[Folder | None, ...]] | None = None
+        self._pushes = NotifyPushes()  # what NOTIFY said about the other folders
         # news the server sends while a visit runs comes inside that visit's command
         # responses, where nothing reads it: so after a push visit, the folder's state is
         # compared with the server's once more (INBOX by SELECT, the others by STATUS)
         self._inbox_recheck = False
         self._recheck: list[Folder] = []
-        self._watch: dict[str, Folder] | None = None  # the folders by push name, while NOTIFY is set
         self._inbox_scanned_at = float("-inf")  # trio time of INBOX's last flag scan
         self._publish()
 
@@ -355,12 +348,11 @@ class AccountActor:
         the last visit stored; without CONDSTORE that cannot show flag changes made since
         INBOX was last scanned, so it is scanned again first (at most every few seconds).
         """
-        watch = await self._notify_watch(session)
-        if watch is not None:
-            self._note_news(session.take_pushes(), watch)
-        if self._pending_push is not None:
-            pending, self._pending_push = self._pending_push, None
-            return "push", pending
+        if await self._ensure_notify(session):
+            self._pushes.note(session.take_pushes())
+        pending = self._pushes.take()
+        if pending:
+            return "push", (False, pending)
         inbox = self._inbox
         assert inbox is not None
         condstore = session.condstore
@@ -396,11 +388,10 @@ class AccountActor:
                     return "timeout", None
         until = min(deadline, trio.current_time() + self.deps.settings.idle_seconds)
         self._publish(state=st.IDLE, folder=None, step="idling on INBOX (IMAP IDLE"
-                      + (", NOTIFY for the other folders)" if watch is not None else ")"))
-        return await self._idle_until(session, until, watch)
+                      + (", NOTIFY for the other folders)" if self._pushes.active else ")"))
+        return await self._idle_until(session, until)
 
-    async def _idle_until(self, session: ImapSession, until: float,
-                          watch: dict[str, Folder] | None) -> tuple[str, Any]:
+    async def _idle_until(self, session: ImapSession, until: float) -> tuple[str, Any]:
         """IDLE until a push that matters, a request or `until` (see `_idle_once`)."""
         result: tuple[str, Any] = ("timeout", None)
         try:
@@ -411,8 +402,7 @@ class AccountActor:
                     nonlocal result
                     while True:
                         push = parse_exists_expunge(await stream.next_push())
-                        elsewhere = (_pushed_folders(push.elsewhere, watch, push.mailboxes_changed)
-                                     if watch else ())
+                        elsewhere = self._pushes.folders_in(push)
                         if push.changed or elsewhere:
                             result = ("push", (push.changed, elsewhere))
                             nursery.cancel_scope.cancel()
@@ -433,39 +423,22 @@ class AccountActor:
             self._idle_refused = True
         return result
 
-    async def _notify_watch(self, session: ImapSession) -> dict[str, Folder] | None:
-        """NOTIFY set for the session (once) where the server offers and accepts it: the
-        account's folders by every name a push may use for them; None without NOTIFY."""
+    async def _ensure_notify(self, session: ImapSession) -> bool:
+        """NOTIFY set for the session (once) where the server offers and accepts it, and
+        `_pushes` watching the account's current folders; False without NOTIFY."""
         if self._notify_refused or not session.has("NOTIFY"):
-            return None
+            return False
         folders = await load_folders(self.deps.db, self.account.id)
         if not session.notifying and not await session.notify(NOTIFY_EVENTS):
             # Dovecot without mailbox list indexes answers NO [NOTIFICATIONOVERFLOW]
             log.info("account %d: the server refused NOTIFY; folders other than INBOX are checked "
                      "every cycle instead", self.account.id)
             self._notify_refused = True
-            return None
-        watch: dict[str, Folder] = {}
-        for folder in folders:
-            watch.setdefault(folder.raw_name, folder)
-            watch.setdefault(folder.name, folder)  # some servers name them decoded (Dovecot does)
-        self._watch = watch
-        return watch
+            return False
+        self._pushes.watch(folders)
+        return True
 
-    def _note_news(self, lines: Sequence[Any], watch: dict[str, Folder], *, but: Folder | None = None) -> None:
-        """Keep, as a pending push, the folders the NOTIFY STATUS lines among `lines` name
-        (except `but`, whose own STATUS answer they include)."""
-        if not lines:
-            return
-        push = parse_exists_expunge(lines)
-        elsewhere = tuple(f for f in _pushed_folders(push.elsewhere, watch, push.mailboxes_changed)
-                          if but is None or f is None or f.id != but.id)
-        if not elsewhere:
-            return
-        changed, before = self._pending_push or (False, ())
-        self._pending_push = (changed, before + tuple(f for f in elsewhere if f not in before))
-
-    async def _sync_elsewhere(self, session: ImapSession, folders: Sequence[Folder | None], *,
+    async def _sync_elsewhere(self, session: ImapSession, folders: Sequence[Pushed], *,
                               recheck: bool = True) -> None:
         """Visit the folders a NOTIFY push named; one not known yet (None) means a light
         cycle, whose LIST finds it.  With `recheck`, the next `_idle_once` compares the
@@ -480,7 +453,7 @@ class AccountActor:
             log.debug("account %d: syncing %r (NOTIFY)", self.account.id, folder.name)
             async for _step in self._folder_steps(session, folder, FolderWork(folder, flag_scan=not condstore)):
                 pass
-            if recheck and folder not in self._recheck:
+            if recheck and all(f.id != folder.id for f in self._recheck):
                 self._recheck.append(folder)
         if folders:
             self._publish(state=st.IDLE, folder=None)
@@ -576,8 +549,7 @@ class AccountActor:
             try:
                 response = await session.status(folder.raw_name, items)
                 info = parse_status(response.lines, (folder.raw_name, folder.name))
-                if session.notifying and self._watch is not None:
-                    self._note_news(response.lines, self._watch, but=folder)
+                self._pushes.note(response.lines, but=folder)  # others' NOTIFY STATUS may come along
             except ImapCommandError as exc:
                 log.info("account %d: STATUS %r refused (%s); visiting it", self.account.id, folder.name, exc)
                 changed.append(folder)
@@ -706,23 +678,6 @@ class AccountActor:
 REQUEST_COMMANDS = 3
 # requests let wait between sync steps while the throttle is short (one is answered a step)
 WAITING_WHEN_THROTTLED = 4
-
-
-def _pushed_folders(names: Sequence[str], watch: dict[str, Folder],
-                    listed: bool = False) -> tuple[Folder | None, ...]:
-    """The included folders (other than INBOX) a NOTIFY push names, each once; None for
-    a name that matches no folder (created since the last LIST), or when the push
-    `listed` a mailbox (created, renamed or deleted)."""
-    out: list[Folder | None] = [None] if listed else []
-    for name in names:
-        if name.upper() == "INBOX":
-            continue  # selected: its own pushes say what changed
-        folder = watch.get(name) or watch.get(decode_mailbox_name(name))
-        if folder is not None and (folder.excluded or folder.parked or folder.name == "INBOX"):
-            continue
-        if folder not in out:
-            out.append(folder)
-    return tuple(out)
 
 
 def _describe(exc: BaseException) -> str:

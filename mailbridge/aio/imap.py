@@ -139,8 +139,8 @@ class ImapSession:
         self.capabilities: frozenset[str] = frozenset()
         self.enabled: frozenset[str] = frozenset()
         self.closed = False
-        self.notifying = False  # NOTIFY SET accepted: STATUS pushes may come with any response
-        self._pushes: list[bytes] = []  # those STATUS lines, kept for `take_pushes`
+        self.notifying = False  # NOTIFY SET accepted: STATUS and LIST pushes may come with any response
+        self._pushes: list[bytes] = []  # those lines, kept for `take_pushes`
         self._lost: list[BaseException | None] = []
         self._lost_event = trio.Event()
 
@@ -419,15 +419,14 @@ class ImapSession:
             await self.command("UNSELECT", check=False)
             self._proto.state = _aio.AUTH
 
-    async def notify(self, events: str | None) -> bool:
-        """NOTIFY SET `events` (RFC 5465), or NOTIFY NONE when None; whether the server
-        accepted it (False where it lacks NOTIFY).  While set (`notifying`), the STATUS
-        pushes that come with any other command's response are kept for `take_pushes`."""
+    async def notify(self, events: str) -> bool:
+        """NOTIFY SET `events` (RFC 5465); whether the server accepted it (False where it
+        lacks NOTIFY).  Once set (`notifying`), the STATUS and LIST pushes that come with
+        any other command's response are kept for `take_pushes`."""
         if not self.has("NOTIFY"):
             return False
-        response = await self.command("NOTIFY", "NONE" if events is None else f"SET {events}", check=False)
-        if response.status == "OK":
-            self.notifying = events is not None
+        response = await self.command("NOTIFY", f"SET {events}", check=False)
+        self.notifying = self.notifying or response.status == "OK"
         return response.status == "OK"
 
     async def status(self, raw_name: str, items: Sequence[str]) -> ImapResponse:
@@ -503,7 +502,7 @@ class ImapSession:
             # news that came between commands (no command to carry it) is the first push
             early = self.take_unsolicited()
             if self.notifying:
-                self._pushes, kept = [], self._pushes  # STATUS lines too, whatever carried them
+                self._pushes, kept = [], self._pushes  # and NOTIFY's, whatever carried them
                 early = kept + early
             stream = IdleStream(self, early)
             try:
