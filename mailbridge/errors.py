@@ -91,10 +91,6 @@ class ImapTimeout(ImapConnectionLost):
     """A command got no answer in time."""
 
 
-class FolderGone(ImapCommandError):
-    """A mailbox that was listed cannot be selected any more."""
-
-
 # --- credentials ----------------------------------------------------------------------
 
 
@@ -135,3 +131,17 @@ class MessageTooLarge(MailbridgeError):
         super().__init__(message)
         self.size = size
         self.limit = limit
+
+
+# --- exception groups -----------------------------------------------------------------
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (else `exc`).
+
+    A failure that travelled out of a nursery arrives wrapped in a group of one; this is
+    what to report, match on, or re-raise.  A group of several is returned as it is.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

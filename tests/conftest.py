@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from mailbridge.aio.db import execute_once, with_database
-from mailbridge.aio.loop import trio_run_with_loop
+from mailbridge.aio.loop import run as run_with_loop
 from tests.support.dovecot import running_dovecot
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config, items):
             continue
         inner = fn.hypothesis.inner_test if hasattr(fn, "hypothesis") else fn
         if inspect.iscoroutinefunction(inner) and item.get_closest_marker("trio") is None:
-            item.add_marker(pytest.mark.trio(run=trio_run_with_loop))
+            item.add_marker(pytest.mark.trio(run=run_with_loop))
 
 
 # --- Postgres ---------------------------------------------------------------------------
@@ -56,7 +56,7 @@ def refuse_unsafe_test_url(url: str) -> None:
 
 
 def _run(fn, *args):
-    return trio_run_with_loop(fn, *args)
+    return run_with_loop(fn, *args)
 
 
 @pytest.fixture(scope="session")
@@ -92,26 +92,27 @@ def template_db(pg_server_dsn: str) -> Iterator[str]:
         _run(execute_once, pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def db_dsn(pg_server_dsn: str, template_db: str) -> Iterator[str]:
-    """A fresh, migrated database for one test."""
+def _fresh_database(pg_server_dsn: str, template: str | None = None) -> Iterator[str]:
+    """A new database (a copy of `template`, else empty) for a fixture's life, then dropped."""
     name = f"mb_{secrets.token_hex(6)}_test"
-    _run(execute_once, pg_server_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    copy_of = f' TEMPLATE "{template}"' if template else ""
+    _run(execute_once, pg_server_dsn, f'CREATE DATABASE "{name}"{copy_of}')
     try:
         yield with_database(pg_server_dsn, name)
     finally:
         _run(execute_once, pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_dsn(pg_server_dsn: str, template_db: str) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    yield from _fresh_database(pg_server_dsn, template_db)
 
 
 @pytest.fixture
 def empty_db_dsn(pg_server_dsn: str) -> Iterator[str]:
     """A fresh database with no schema at all (for migration tests)."""
-    name = f"mb_{secrets.token_hex(6)}_test"
-    _run(execute_once, pg_server_dsn, f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(pg_server_dsn, name)
-    finally:
-        _run(execute_once, pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from _fresh_database(pg_server_dsn)
 
 
 @pytest.fixture

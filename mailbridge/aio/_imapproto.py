@@ -18,7 +18,7 @@ response so far after each line: a FETCH of n messages costs O(n²).  Here:
   produces are exactly those of the generic path; anything it does not expect (a
   continuation request, another tag) goes through the generic line handler.
 
-The behaviour is otherwise aioimaplib's; `tests/unit/test_imapproto.py` pins it.
+The behaviour is otherwise aioimaplib's; `tests/unit/aio/test_imapproto.py` pins it.
 """
 
 from __future__ import annotations

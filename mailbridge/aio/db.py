@@ -72,10 +72,6 @@ class Connection:
     async def fetchval(self, sql: str, *args: Any) -> Any:
         return await _db_call(self._raw.fetchval, sql, *args)
 
-    async def copy_records(self, table: str, records: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
-        """COPY `records` into `table` (fast bulk insert into a temp or real table)."""
-        await _db_call(self._raw.copy_records_to_table, table, records=records, columns=list(columns))
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator["Connection"]:
         """A (nested: savepoint) transaction on this connection."""

@@ -5,7 +5,9 @@ A session is opened with `ImapSession.open(...)` as an async context manager: co
 LOGOUT (shielded, bounded) and closes the socket.  Commands are serialized (never
 pipelined); each first waits on the optional throttle, then runs under the command
 timeout.  Responses come back as raw lines (see `mailbridge.imap.fetch` and
-`mailbridge.imap.responses` for the pure parsers).  Errors are `mailbridge.errors` types; passwords never appear in them.
+`mailbridge.imap.responses` for the pure parsers).  The session knows which mailbox is
+selected (`selected`).  Errors are `mailbridge.errors` types, translated from the
+library's by one table per kind of call (`map_exceptions`); passwords never appear in them.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Protocol, Sequence
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Protocol, Sequence
 
 import trio
 from aioimaplib import aioimaplib as _aio
@@ -94,27 +96,103 @@ def _ssl_context(endpoint: ImapEndpoint) -> ssl.SSLContext:
     return context
 
 
-def _connect_error(endpoint: ImapEndpoint, exc: BaseException) -> ImapError:
-    where = endpoint.describe()
-    if isinstance(exc, ssl.SSLCertVerificationError):
+# --- library errors as ours ------------------------------------------------------------
+
+# Library exception type(s) -> the error we raise; the first matching entry wins.
+ErrorTable = Mapping[type[BaseException] | tuple[type[BaseException], ...], type[ImapError]]
+
+_CONNECT_ERRORS: ErrorTable = {  # connecting and the greeting
+    trio.TooSlowError: ImapConnectError,
+    ssl.SSLError: ImapTlsError,
+    (OSError, asyncio.TimeoutError): ImapConnectError,
+    _aio.AioImapException: ImapProtocolError,
+}
+_STARTTLS_ERRORS: ErrorTable = {  # the TLS handshake after STARTTLS
+    trio.TooSlowError: ImapTlsError,
+    ssl.SSLError: ImapTlsError,
+    OSError: ImapConnectError,
+}
+_LOGIN_ERRORS: ErrorTable = {
+    trio.TooSlowError: ImapTimeout,
+    (OSError, _aio.AioImapException, asyncio.TimeoutError): ImapConnectionLost,
+}
+_COMMAND_ERRORS: ErrorTable = {
+    trio.TooSlowError: ImapTimeout,
+    (OSError, asyncio.TimeoutError, _aio.CommandTimeout): ImapConnectionLost,
+    _aio.AioImapException: ImapProtocolError,
+}
+_IDLE_START_ERRORS: ErrorTable = {
+    trio.TooSlowError: ImapTimeout,
+    ConnectionResetError: ImapConnectionLost,
+    (_aio.AioImapException, OSError): ImapCommandError,
+}
+_IDLE_ERRORS: ErrorTable = {
+    ConnectionResetError: ImapConnectionLost,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class During:
+    """What a failed library call was doing, for the error's message."""
+
+    endpoint: ImapEndpoint
+    command: str | None = None  # None while connecting (greeting, TLS handshake)
+    limit: float = 0.0  # its time bound in seconds, named when it ran out
+
+
+@contextmanager
+def map_exceptions(table: ErrorTable, during: During, *,
+                   on_error: Callable[[], None] | None = None) -> Iterator[None]:
+    """Raise a library exception leaving the block as the error `table` names for it
+    (first match), worded by `imap_error`; `on_error` runs first (e.g. to drop the
+    connection).  Anything the table does not name, cancellation included, passes as it is.
+    """
+    try:
+        yield
+    except Exception as exc:
+        for library_types, error_type in table.items():
+            if isinstance(exc, library_types):
+                if on_error is not None:
+                    on_error()
+                raise imap_error(error_type, exc, during) from None
+        raise
+
+
+def imap_error(error_type: type[ImapError], exc: BaseException, during: During) -> ImapError:
+    """An `error_type` saying what went wrong (`exc`) and how to fix it, for a person."""
+    where = during.endpoint.describe()
+    command = during.command
+    if error_type is ImapTlsError:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return ImapTlsError(
+                f"TLS certificate of {where} is not trusted ({exc.verify_message}); "
+                "fix the server's certificate, or use --tls none only on a trusted network"
+            )
+        if isinstance(exc, trio.TooSlowError):
+            return ImapTlsError(f"TLS handshake with {where} timed out")
         return ImapTlsError(
-            f"TLS certificate of {where} is not trusted ({exc.verify_message}); "
-            "fix the server's certificate, or use --tls none only on a trusted network"
-        )
-    if isinstance(exc, ssl.SSLError):
-        return ImapTlsError(
-            f"TLS handshake with {where} failed ({exc.reason or exc}); check --tls "
+            f"TLS handshake with {where} failed ({getattr(exc, 'reason', None) or exc}); check --tls "
             "(tls for port 993, starttls for 143) and --port"
         )
-    if isinstance(exc, socket.gaierror):
-        return ImapConnectError(f"unknown host {endpoint.host!r}: check the host name")
-    if isinstance(exc, ConnectionRefusedError):
-        return ImapConnectError(f"connection to {where} refused: check the host and port")
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return ImapConnectError(f"no answer from {where}: check the host, port and firewall")
-    if isinstance(exc, OSError):
-        return ImapConnectError(f"cannot connect to {where}: {exc.strerror or exc}")
-    return ImapConnectError(f"cannot connect to {where}: {exc}")
+    if error_type is ImapConnectError:
+        if isinstance(exc, socket.gaierror):
+            return ImapConnectError(f"unknown host {during.endpoint.host!r}: check the host name")
+        if isinstance(exc, ConnectionRefusedError):
+            return ImapConnectError(f"connection to {where} refused: check the host and port")
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError, trio.TooSlowError)):
+            return ImapConnectError(f"no answer from {where}: check the host, port and firewall")
+        return ImapConnectError(f"cannot connect to {where}: {getattr(exc, 'strerror', None) or exc}")
+    if error_type is ImapProtocolError:
+        if command is None:
+            return ImapProtocolError(f"{where} did not greet as an IMAP server: {exc}")
+        return ImapProtocolError(f"{command} failed at {where}: {exc}")
+    if error_type is ImapTimeout:
+        return ImapTimeout(f"{command} got no answer from {where} in {during.limit:g} s")
+    if error_type is ImapConnectionLost:
+        return ImapConnectionLost(f"connection to {where} lost during {command}: {type(exc).__name__}")
+    if error_type is ImapCommandError:
+        return ImapCommandError(f"{command} failed: {exc}", command or "", "NO")
+    return error_type(f"{command or 'connecting'} failed at {where}: {exc}")
 
 
 class ImapSession:
@@ -140,6 +218,8 @@ class ImapSession:
         self.enabled: frozenset[str] = frozenset()
         self.closed = False
         self.notifying = False  # NOTIFY SET accepted: STATUS and LIST pushes may come with any response
+        self._selected: str | None = None  # raw name of the selected mailbox
+        self._selected_readonly = False
         self._pushes: list[bytes] = []  # those lines, kept for `take_pushes`
         self._lost: list[BaseException | None] = []
         self._lost_event = trio.Event()
@@ -198,15 +278,9 @@ class ImapSession:
                 raise
             return client
 
-        try:
+        with map_exceptions(_CONNECT_ERRORS, During(endpoint, limit=connect_timeout)):
             with trio.fail_after(connect_timeout + 1):
                 client = await call(connect)
-        except trio.TooSlowError:
-            raise _connect_error(endpoint, TimeoutError()) from None
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
-            raise _connect_error(endpoint, exc) from None
-        except _aio.AioImapException as exc:
-            raise ImapProtocolError(f"{endpoint.describe()} did not greet as an IMAP server: {exc}") from None
         session = cls(client, endpoint, timeout=timeout, gate=gate, on_command=on_command)
         session._lost = lost
         session._lost_event = lost_event
@@ -236,13 +310,9 @@ class ImapSession:
                                              server_hostname=self.endpoint.host)
             proto.transport = transport
 
-        try:
+        with map_exceptions(_STARTTLS_ERRORS, During(self.endpoint, limit=connect_timeout)):
             with trio.fail_after(connect_timeout):
                 await call(upgrade)
-        except trio.TooSlowError:
-            raise ImapTlsError(f"TLS handshake with {self.endpoint.describe()} timed out") from None
-        except (OSError, ssl.SSLError, ConnectionError) as exc:
-            raise _connect_error(self.endpoint, exc) from None
         await self.refresh_capabilities()
 
     async def _login(self, password: str) -> None:
@@ -252,13 +322,9 @@ class ImapSession:
                 "use --tls tls or --tls starttls"
             )
         await self._before("LOGIN")
-        try:
+        with map_exceptions(_LOGIN_ERRORS, During(self.endpoint, "LOGIN", self.timeout)):
             with trio.fail_after(self.timeout):
                 response = await self._unless_lost(self._proto.login, self.endpoint.username, password)
-        except trio.TooSlowError:
-            raise ImapTimeout(f"LOGIN to {self.endpoint.describe()} got no answer in {self.timeout:g} s") from None
-        except (OSError, _aio.AioImapException, asyncio.TimeoutError) as exc:
-            raise ImapConnectionLost(f"connection to {self.endpoint.describe()} lost during LOGIN: {type(exc).__name__}") from None
         if response.result != "OK":
             detail = bytes(response.lines[-1]).decode("utf-8", "replace") if response.lines else ""
             detail = detail.replace(password, "***") if password else detail
@@ -284,21 +350,13 @@ class ImapSession:
                    untagged: str | None = None) -> ImapResponse:
         async with self._lock:
             self._check_alive()
-            await self._before(f"{prefix} {name}".strip())
+            command = f"{prefix} {name}".strip()
+            await self._before(command)
             limit = self.timeout if timeout is None else timeout
-            try:
+            with map_exceptions(_COMMAND_ERRORS, During(self.endpoint, command, limit), on_error=self._abort):
                 with trio.fail_after(limit):
                     response = await self._unless_lost(self._proto.run, name, *args, prefix=prefix,
                                                        untagged_resp_name=untagged)
-            except trio.TooSlowError:
-                self._abort()
-                raise ImapTimeout(f"{prefix} {name} got no answer from {self.endpoint.describe()} in {limit:g} s".strip()) from None
-            except (OSError, asyncio.TimeoutError, _aio.CommandTimeout) as exc:
-                self._abort()
-                raise ImapConnectionLost(f"connection to {self.endpoint.describe()} lost during {name}: {type(exc).__name__}") from None
-            except _aio.AioImapException as exc:
-                self._abort()
-                raise ImapProtocolError(f"{name} failed at {self.endpoint.describe()}: {exc}") from None
             if self.notifying and name not in ("STATUS", "LIST"):  # those callers sort their own
                 self._keep_pushes(response.lines)
             return ImapResponse.from_aio(response.result, response.lines)
@@ -394,9 +452,23 @@ class ImapSession:
             args.append("RETURN (SPECIAL-USE)")
         return await self.command("LIST", *args)
 
+    @property
+    def selected(self) -> str | None:
+        """The raw (wire) name of the selected mailbox: the one the last successful SELECT
+        or EXAMINE selected; None before any, after UNSELECT or CLOSE, after a SELECT or
+        EXAMINE the server refused (RFC 3501: that leaves no mailbox selected) or that
+        failed, and once the session is closed."""
+        return self._selected
+
+    @property
+    def selected_readonly(self) -> bool:
+        """Whether `selected` is read-only: EXAMINEd, or a SELECT answered [READ-ONLY]."""
+        return self._selected is not None and self._selected_readonly
+
     async def select(self, raw_name: str, *, readonly: bool = False,
                      qresync: tuple[int, int] | None = None, condstore: bool = False) -> ImapResponse:
-        """SELECT (or EXAMINE) a mailbox by its raw (modified UTF-7) name.
+        """SELECT (or EXAMINE) a mailbox by its raw (modified UTF-7) name; `selected`
+        names it once the server agreed.  A refusal raises ImapCommandError.
 
         `qresync=(uidvalidity, modseq)` asks for VANISHED (EARLIER) since that modseq.
         """
@@ -406,18 +478,31 @@ class ImapSession:
             args.append(f"(QRESYNC ({qresync[0]} {qresync[1]}))")
         elif condstore and self.has("CONDSTORE"):
             args.append("(CONDSTORE)")
+        self._selected = None  # whatever the outcome, the previous mailbox is left
         response = await self.command(name, *args, check=False)
-        if response.status == "OK":
-            self._proto.state = _aio.SELECTED
-        else:
+        if response.status != "OK":
             self._raise_for(name, response)
+        self._proto.state = _aio.SELECTED
+        self._selected = raw_name
+        self._selected_readonly = readonly or "[READ-ONLY]" in response.text.upper()
         return response
 
     async def unselect(self) -> None:
-        """Leave the selected mailbox without expunging (UNSELECT, else CLOSE on EXAMINE)."""
+        """Leave the selected mailbox without expunging: UNSELECT where offered, else CLOSE
+        when it is read-only (which expunges nothing then); otherwise it stays selected.
+        Nothing to do when no mailbox is selected."""
+        if self._selected is None:
+            return
         if self.has("UNSELECT"):
-            await self.command("UNSELECT", check=False)
+            name = "UNSELECT"
+        elif self._selected_readonly:
+            name = "CLOSE"
+        else:
+            return
+        response = await self.command(name, check=False)
+        if response.status == "OK":
             self._proto.state = _aio.AUTH
+            self._selected = None
 
     async def notify(self, events: str) -> bool:
         """NOTIFY SET `events` (RFC 5465); whether the server accepted it (False where it
@@ -482,17 +567,12 @@ class ImapSession:
                     raise _aio.Abort("server refused IDLE")
 
             try:
-                with trio.fail_after(self.timeout):
-                    await self._unless_lost(start)
-            except trio.TooSlowError:
-                self._abort()
-                raise ImapTimeout("IDLE was not acknowledged") from None
-            except ConnectionResetError:
-                self._abort()
-                raise ImapConnectionLost("connection lost while starting IDLE") from None
-            except (_aio.AioImapException, OSError) as exc:
-                self._abort()
-                raise ImapCommandError(f"IDLE failed: {exc}", "IDLE", "NO") from None
+                with map_exceptions(_IDLE_START_ERRORS, During(self.endpoint, "IDLE", self.timeout),
+                                    on_error=self._abort):
+                    with trio.fail_after(self.timeout):
+                        await self._unless_lost(start)
+            except ImapError:
+                raise  # the IDLE never started, and the connection is dropped
             except BaseException:
                 # cancelled while the server may already be idling: end that IDLE too, or
                 # it stays pending and LOGOUT waits for it until the cleanup bound
@@ -539,6 +619,7 @@ class ImapSession:
 
     def _abort(self) -> None:
         self.closed = True
+        self._selected = None
         transport = self._proto.transport
         if transport is not None:
             transport.abort()
@@ -578,10 +659,8 @@ class IdleStream:
         async def get() -> list[bytes]:
             return await proto.idle_queue.get()
 
-        if self._session._lost:
-            raise ImapConnectionLost("connection lost during IDLE")
-        try:
+        with map_exceptions(_IDLE_ERRORS, During(self._session.endpoint, "IDLE")):
+            if self._session._lost:
+                raise ConnectionResetError("the connection was lost")
             lines = await self._session._unless_lost(get)
-        except ConnectionResetError:
-            raise ImapConnectionLost("connection lost during IDLE") from None
         return [bytes(line) for line in lines if line != b"stop_wait_server_push"]

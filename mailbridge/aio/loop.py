@@ -8,6 +8,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 import trio
 import trio_asyncio
 
+from mailbridge.errors import root_cause
+
 T = TypeVar("T")
 
 
@@ -18,39 +20,27 @@ async def open_loop() -> AsyncIterator[None]:
         yield
 
 
-def run(async_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-    """`trio.run(async_fn, *args)` with the asyncio loop open around it."""
+def run(async_fn: Callable[..., Awaitable[T]], *args: Any, **trio_kwargs: Any) -> T:
+    """`trio.run(async_fn, *args, **trio_kwargs)` with the asyncio loop open around it.
+
+    A failure wrapped in exception groups of one is raised as itself (a group of several
+    as the group).  `trio_kwargs` (clock, instruments, ...) go to `trio.run`, so this is
+    also a test runner's `run=`.
+    """
 
     async def _main() -> T:
         async with trio_asyncio.open_loop():
             return await async_fn(*args)
 
     try:
-        return trio.run(_main)
+        return trio.run(_main, **trio_kwargs)
     except BaseExceptionGroup as group:
-        leaf = single_exception(group)
+        leaf = root_cause(group)
         if leaf is group:
             raise
         raise leaf from None
 
 
-def single_exception(exc: BaseException) -> BaseException:
-    """The one exception inside nested single-member exception groups (else `exc`)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
 async def call(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     """Await an asyncio coroutine function from trio; trio cancellation cancels it."""
     return await trio_asyncio.aio_as_trio(fn)(*args, **kwargs)
-
-
-def trio_run_with_loop(async_fn: Callable[..., Awaitable[T]], *args: Any, **trio_kwargs: Any) -> T:
-    """`trio.run` that opens the asyncio loop first (for test runners: pytest-trio's `run=`)."""
-
-    async def _main() -> T:
-        async with trio_asyncio.open_loop():
-            return await async_fn(*args)
-
-    return trio.run(_main, **trio_kwargs)

@@ -14,9 +14,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 from mailbridge.errors import ImapProtocolError
-from mailbridge.imap.headers import _extract
+from mailbridge.imap.headers import extract_header_fields
 from mailbridge.imap.lexer import Lines, Part, Token, parse_tokens, split_responses, token_number, token_text
-from mailbridge.imap.models import FetchDefect, FlagUpdate, MessageMeta
+from mailbridge.imap.models import FetchDefect, FetchItems, FlagUpdate, MessageMeta
 
 FETCH_HEAD = re.compile(rb"(\d+) FETCH ", re.I)
 _SALVAGE_UID = re.compile(rb"\bUID (\d+)", re.I)
@@ -84,7 +84,6 @@ def parse_internaldate(value: bytes) -> datetime | None:
 
 
 _ABSENT = object()
-_NO_HEADERS = (None, None, None, None, (), (), None, None, (), ())
 
 
 # The common FETCH items, uppercase, one at a time.  Groups: 1 UID, 2 FLAGS, 3 INTERNALDATE,
@@ -112,7 +111,7 @@ def _raw_flags(raw: bytes) -> tuple[str, ...]:
 
 # The whole first line of the most common metadata FETCH response (Dovecot's item order,
 # with or without MODSEQ), its header section literal following.  Anything else goes
-# through `_fetch_fields`.  Groups: 1 UID, 2 FLAGS, 3 INTERNALDATE, 4 RFC822.SIZE,
+# through `fetch_items`.  Groups: 1 UID, 2 FLAGS, 3 INTERNALDATE, 4 RFC822.SIZE,
 # 5 MODSEQ.
 _COMMON = re.compile(
     rb"\d+ FETCH \(UID (\d+) FLAGS \(([^()\"{}\[\]]*)\) INTERNALDATE \"([^\"\\]*)\" RFC822\.SIZE (\d+)"
@@ -124,16 +123,20 @@ _COMMON = re.compile(
 _COMMON_FLAGS = re.compile(rb"\d+ FETCH \(UID (\d+) FLAGS \(([^()\"{}\[\]]*)\)(?: MODSEQ \((\d+)\))?\)\Z")
 
 
-def _fetch_fields_fast(resp: list[Part], start: int) -> tuple | None:
-    """`_fetch_fields` for the usual shape of a metadata FETCH; None for anything else."""
+def _fetch_fields_fast(resp: list[Part], start: int) -> FetchItems | None:
+    """`fetch_items` for the usual shape of a metadata FETCH; None for anything else."""
     line = resp[0]
     if line[start:start + 1] != b"(":
         return None
     pos = start + 1
     last = len(resp) - 1
     idx = 0
-    uid = flags = internal = size = modseq = None
-    header: object = _ABSENT
+    uid: int | None = None
+    flags: tuple[str, ...] | None = None
+    internal: datetime | None = None
+    size: int | None = None
+    modseq: int | None = None
+    header: bytes | None = b""
     has_meta = False
     defects: list[str] = []
     match = _ITEM.match
@@ -141,7 +144,7 @@ def _fetch_fields_fast(resp: list[Part], start: int) -> tuple | None:
         m = match(line, pos)  # type: ignore[arg-type]
         if m is None:
             if idx == last and line[pos:] == b")":
-                return uid, flags, internal, size, modseq, header, has_meta, defects
+                return FetchItems(uid, flags, internal, size, modseq, header, has_meta, tuple(defects))
             return None
         pos = m.end()
         g = m.lastindex
@@ -175,8 +178,8 @@ def _fetch_fields_fast(resp: list[Part], start: int) -> tuple | None:
             header = None
 
 
-def _fetch_fields_generic(resp: list[Part], start: int) -> tuple:
-    """`_fetch_fields` for any FETCH response, through the tokenizer."""
+def _fetch_fields_generic(resp: list[Part], start: int) -> FetchItems:
+    """`fetch_items` for any FETCH response, through the tokenizer."""
     parts = list(resp)
     parts[0] = resp[0][start:]  # type: ignore[index]
     tokens = parse_tokens(parts)
@@ -186,8 +189,12 @@ def _fetch_fields_generic(resp: list[Part], start: int) -> tuple:
     n = len(items)
     if n % 2:
         raise ImapProtocolError("FETCH data has an item without a value")
-    uid = flags = internal = size = modseq = None
-    header: object = _ABSENT
+    uid: int | None = None
+    flags: tuple[str, ...] | None = None
+    internal: datetime | None = None
+    size: int | None = None
+    modseq: int | None = None
+    header: bytes | None = b""
     has_meta = False
     defects: list[str] = []
     for i in range(0, n, 2):
@@ -223,26 +230,16 @@ def _fetch_fields_generic(resp: list[Part], start: int) -> tuple:
             else:
                 header = None
                 defects.append("header section is not a string")
-    return uid, flags, internal, size, modseq, header, has_meta, defects
+    return FetchItems(uid, flags, internal, size, modseq, header, has_meta, tuple(defects))
 
 
-def _fetch_fields(resp: list[Part], start: int) -> tuple:
-    """(uid, flags, internal_date, size, modseq, header, has_meta, defects) of one FETCH
-    response whose first line's item list starts at `start`; `ImapProtocolError` if it
-    cannot be read.  header is _ABSENT when not sent; has_meta is True when INTERNALDATE,
-    RFC822.SIZE or a header section was sent."""
-    fields = _fetch_fields_fast(resp, start)
-    if fields is None:
-        fields = _fetch_fields_generic(resp, start)
-    return fields
-
-
-def fetch_flags(resp: list[Part], start: int) -> tuple[int | None, tuple[str, ...] | None, int | None]:
-    """(UID, FLAGS, MODSEQ) of one FETCH response whose items begin at `start` (None where
-    absent), for the flag updates SELECT and unsolicited responses carry; raises
-    `ImapProtocolError` when it cannot be read."""
-    uid, flags, _, _, modseq, _, _, _ = _fetch_fields(resp, start)
-    return uid, flags, modseq
+def fetch_items(resp: list[Part], start: int) -> FetchItems:
+    """The items of one FETCH response whose first line's item list starts at `start`
+    (after ``n FETCH ``); raises `ImapProtocolError` when it cannot be read."""
+    items = _fetch_fields_fast(resp, start)
+    if items is None:
+        items = _fetch_fields_generic(resp, start)
+    return items
 
 
 def _salvage_uid(resp: list[Part]) -> int | None:
@@ -278,59 +275,47 @@ def parse_fetch(lines: Lines) -> Iterator[MessageMeta | FlagUpdate | FetchDefect
         if len(resp) == 3 and resp[2] == b")" and type(resp[1]) is bytearray:
             c = common(first)
             if c is not None:
-                # the usual shape: exactly what _fetch_fields would read from it
+                # the usual shape: exactly what fetch_items would read from it
                 uid_b, flags_b, idate, size_b, modseq_b = c.groups()
                 internal = parse_internaldate(idate)
-                defects = [] if internal is not None else [f"unparseable INTERNALDATE {idate!r}"[:80]]
-                header = resp[1]
-                hf = _extract(header) if header else _NO_HEADERS  # type: ignore[arg-type]
-                if hf[9]:
-                    defects = [*hf[9], *defects]
-                yield MessageMeta(
+                yield _message_meta(
                     int(uid_b), _raw_flags(flags_b), internal, int(size_b),
-                    hf[0], hf[1], hf[2], hf[3], hf[4], hf[5], hf[6], hf[7], hf[8],
-                    int(modseq_b) if modseq_b is not None else None, tuple(defects),
+                    int(modseq_b) if modseq_b is not None else None, resp[1],  # type: ignore[arg-type]
+                    () if internal is not None else (f"unparseable INTERNALDATE {idate!r}"[:80],),
                 )
                 continue
         m = FETCH_HEAD.match(first)
         if m is None:
             continue
         try:
-            uid, flags, internal, size, modseq, header, has_meta, defects = _fetch_fields(resp, m.end())
+            items = fetch_items(resp, m.end())
         except ImapProtocolError as exc:
             yield FetchDefect(_salvage_uid(resp), str(exc))
             continue
-        if uid is None:
+        if items.uid is None:
             continue
-        if not has_meta:
-            if flags is not None:
-                yield FlagUpdate(uid, flags, modseq)
+        if not items.has_meta:
+            if items.flags is not None:
+                yield FlagUpdate(items.uid, items.flags, items.modseq)
             continue
-        if header is _ABSENT or not header:
-            if header is None:
-                defects.append("header section is NIL")
-            hf = _NO_HEADERS
-        else:
-            hf = _extract(header)  # type: ignore[arg-type]
-        if hf[9]:
-            defects = [*hf[9], *defects]
-        yield MessageMeta(
-            uid,
-            flags if flags is not None else (),
-            internal,
-            size,
-            hf[0],
-            hf[1],
-            hf[2],
-            hf[3],
-            hf[4],
-            hf[5],
-            hf[6],
-            hf[7],
-            hf[8],
-            modseq,
-            tuple(defects),
+        yield _message_meta(
+            items.uid, items.flags if items.flags is not None else (), items.internal_date, items.size_bytes,
+            items.modseq, items.header,
+            items.defects if items.header is not None else (*items.defects, "header section is NIL"),
         )
+
+
+def _message_meta(uid: int, flags: tuple[str, ...], internal_date: datetime | None, size_bytes: int | None,
+                  modseq: int | None, header: bytes | bytearray | None, defects: tuple[str, ...]) -> MessageMeta:
+    """A message's metadata: the FETCH items given and the fields of its header section;
+    the header's defects come before `defects`."""
+    h = extract_header_fields(header)
+    return MessageMeta(
+        uid, flags, internal_date, size_bytes,
+        h.message_id, h.subject, h.from_name, h.from_email, h.to_emails, h.cc_emails, h.sent_at,
+        h.in_reply_to, h.references,
+        modseq, (*h.defects, *defects) if h.defects else defects,
+    )
 
 
 def parse_fetch_uids(lines: Lines) -> list[int]:
@@ -347,7 +332,7 @@ def parse_fetch_uids(lines: Lines) -> list[int]:
         m = FETCH_HEAD.match(first)
         if m is None:
             continue
-        uid = _fetch_fields(resp, m.end())[0]
+        uid = fetch_items(resp, m.end()).uid
         if uid is not None:
             uids.append(uid)
     return uids
@@ -391,4 +376,4 @@ def parse_body_fetch(lines: Lines) -> tuple[int | None, bytes | None]:
     return None, None
 
 
-__all__ = ["FETCH_HEAD", "fetch_flags", "parse_body_fetch", "parse_fetch", "parse_fetch_uids", "parse_internaldate"]
+__all__ = ["FETCH_HEAD", "fetch_items", "parse_body_fetch", "parse_fetch", "parse_fetch_uids", "parse_internaldate"]

@@ -81,8 +81,10 @@ def _decode_8bit_block(raw: bytes, defects: list[str]) -> str:
     return "\n".join(out)
 
 
-def _extract(raw: bytes | bytearray) -> tuple:
-    """`extract_header_fields` as a plain tuple in HeaderFields' field order (for speed)."""
+def extract_header_fields(raw: bytes | bytearray | None) -> HeaderFields:
+    """The stored fields of a raw header block; never raises, never invents a value."""
+    if not raw:
+        return _EMPTY
     defects: list[str] = []
     if b"\x00" in raw:
         raw = raw.replace(b"\x00", b"")
@@ -120,7 +122,7 @@ def _extract(raw: bytes | bytearray) -> tuple:
                     name = addr
             if name:
                 from_name = decode_header_value(name, defects).strip() or None
-    return (
+    return HeaderFields(
         _message_id(message_id) if message_id is not None else None,
         decode_header_value(subject, defects) if subject is not None else None,
         from_name,
@@ -147,13 +149,6 @@ def _emails(value: str, defects: list[str], field: str) -> tuple[str, ...]:
     pairs = parse_addresses(value, defects, field, names=False, lower=False)
     return tuple([a.lower() for _, a in pairs if _is_address(a)])
 
-
-
-def extract_header_fields(raw: bytes | bytearray | None) -> HeaderFields:
-    """The stored fields of a raw header block; never raises, never invents a value."""
-    if not raw:
-        return _EMPTY
-    return HeaderFields(*_extract(raw))
 
 
 # --- message ids -----------------------------------------------------------------------

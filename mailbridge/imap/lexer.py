@@ -60,11 +60,6 @@ def token_number(value: Token, what: str) -> int:
         raise ImapProtocolError(f"{what} is not a number: {value!r}"[:120]) from None
 
 
-def is_literal(part: object) -> bool:
-    """True for literal payload elements (`bytearray`, `memoryview`); `bytes` never is."""
-    return type(part) is bytearray or type(part) is memoryview
-
-
 def split_responses(lines: Iterable[Part]) -> Iterator[list[Part]]:
     """The responses in a command's lines, each as [line, literal, line, literal, ...].
 
@@ -150,9 +145,4 @@ def parse_tokens(parts: Sequence[Part]) -> list[Token]:
     return root
 
 
-def parse_line(line: bytes) -> list[Token]:
-    """Tokens of a single line with no literals (convenience for simple responses)."""
-    return parse_tokens([line])
-
-
-__all__ = ["Part", "Token", "is_literal", "parse_line", "parse_tokens", "split_responses"]
+__all__ = ["Part", "Token", "parse_tokens", "split_responses"]

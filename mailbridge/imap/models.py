@@ -1,9 +1,15 @@
-"""Value types the IMAP parsers produce.  Immutable, slotted, no behaviour."""
+"""Value types the IMAP parsers produce.  Immutable, slotted, no behaviour.
+
+The two made once per message inside the parsers (`FetchItems`, `HeaderFields`) are
+NamedTuples: on the initial sync's hot path a frozen dataclass costs about 1 µs more per
+message (some 6 % of parsing).  Read them by name all the same.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +31,20 @@ class MessageMeta:
     references: tuple[str, ...]  # msg-ids without brackets, in order
     modseq: int | None  # MODSEQ (n) when present
     defects: tuple[str, ...] = ()  # short descriptions of what could not be parsed
+
+
+class FetchItems(NamedTuple):
+    """The items one FETCH response carried, as read, before they make a `MessageMeta` or a
+    `FlagUpdate`; None where an item was not sent."""
+
+    uid: int | None
+    flags: tuple[str, ...] | None  # '\\Recent' removed, order as sent
+    internal_date: datetime | None  # also None when sent but unparseable (a defect says so)
+    size_bytes: int | None
+    modseq: int | None
+    header: bytes | None  # the header section: b"" when not sent or empty, None when NIL or no string
+    has_meta: bool  # INTERNALDATE, RFC822.SIZE or a header section was sent
+    defects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +123,7 @@ class ServerPush:
                     or self.fetch_seqs_without_uid)
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderFields:
+class HeaderFields(NamedTuple):
     """The fields `headers.extract_header_fields` takes from a raw header block."""
 
     message_id: str | None = None
@@ -121,6 +140,7 @@ class HeaderFields:
 
 __all__ = [
     "FetchDefect",
+    "FetchItems",
     "FlagUpdate",
     "HeaderFields",
     "ListEntry",

@@ -16,9 +16,9 @@ import re
 from array import array
 
 from mailbridge.errors import ImapProtocolError
-from mailbridge.imap.fetch import FETCH_HEAD, fetch_flags
+from mailbridge.imap.fetch import FETCH_HEAD, fetch_items
 from mailbridge.imap.lexer import Lines, Part, Token, parse_tokens, split_responses, token_number, token_text
-from mailbridge.imap.models import FlagUpdate, ListEntry, SelectInfo, ServerPush, StatusInfo
+from mailbridge.imap.models import FetchItems, FlagUpdate, ListEntry, SelectInfo, ServerPush, StatusInfo
 from mailbridge.imap.uidset import parse_uid_set, uid_set_spans
 from mailbridge.imap.utf7 import decode_mailbox_name
 
@@ -67,11 +67,11 @@ def parse_select(lines: Lines) -> SelectInfo:
                 fm = FETCH_HEAD.match(first)
                 if fm is not None:
                     try:
-                        uid, flags, modseq = fetch_flags(resp, fm.end())
+                        items = fetch_items(resp, fm.end())
                     except ImapProtocolError:
                         continue
-                    if uid is not None and flags is not None:
-                        updates.append(FlagUpdate(uid, flags, modseq))
+                    if items.uid is not None and items.flags is not None:
+                        updates.append(FlagUpdate(items.uid, items.flags, items.modseq))
             continue
         upper = first[:9].upper()
         if upper.startswith(b"FLAGS "):
@@ -330,13 +330,13 @@ def parse_exists_expunge(lines: Lines) -> ServerPush:
                 if fm is None:
                     continue
                 try:
-                    uid, flags, modseq = fetch_flags(resp, fm.end())
+                    items: FetchItems | None = fetch_items(resp, fm.end())
                 except ImapProtocolError:
-                    uid = flags = None
-                if uid is not None and flags is not None:
-                    updates.append(FlagUpdate(uid, flags, modseq))
-                elif uid is None:
+                    items = None  # unreadable: as if it carried no UID
+                if items is None or items.uid is None:
                     no_uid.append(int(m.group(1)))
+                elif items.flags is not None:
+                    updates.append(FlagUpdate(items.uid, items.flags, items.modseq))
         elif first[:9].upper() == b"VANISHED ":
             try:
                 vanished.extend(_vanished_uids(resp))

@@ -53,7 +53,6 @@ class Throttle:
         self._queue = trio.Lock()  # FIFO: the waiter at its head sleeps for tokens
         self._commands = 0
         self._waits = 0
-        self._waited = 0.0
 
     # --- configuration and statistics ----------------------------------------------------
 
@@ -79,11 +78,6 @@ class Throttle:
     def waits(self) -> int:
         """How many `acquire` calls had to wait."""
         return self._waits
-
-    @property
-    def waited_seconds(self) -> float:
-        """Total time `acquire` calls spent waiting."""
-        return self._waited
 
     @property
     def available(self) -> float:
@@ -114,13 +108,6 @@ class Throttle:
             return True
         return False
 
-    def try_acquire(self, cost: int = 1) -> bool:
-        """Take `cost` tokens if they are there and nobody is waiting; never blocks."""
-        self._check(cost)
-        if self._queue.locked():
-            return False
-        return self._take(cost)
-
     async def acquire(self, cost: int = 1) -> float:
         """Wait until `cost` commands may go, take them, and return the seconds waited.
 
@@ -136,10 +123,8 @@ class Throttle:
                 await trio.sleep((cost - self._tokens) / self._rate)
         if not waited:
             return 0.0
-        seconds = max(0.0, self._clock() - start)
         self._waits += 1
-        self._waited += seconds
-        return seconds
+        return max(0.0, self._clock() - start)
 
     def __repr__(self) -> str:
         return (

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
-from mailbridge.aio.imap import ImapEndpoint, ImapSession
+from mailbridge.aio.imap import ImapEndpoint, ImapSession, quote
+from mailbridge.errors import ImapCommandError
 from tests.support.imap_proxy import ImapProxy
 
 
@@ -38,3 +40,39 @@ async def test_cancelled_while_idle_starts_leaves_no_idle_pending(dovecot, mail_
         assert took < 1, f"closing took {took:.1f} s"
         assert proxy.count("LOGOUT") == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_the_session_knows_its_selected_mailbox(dovecot, mail_user):
+    """`selected` is the raw name the last successful SELECT or EXAMINE chose; nothing is
+    selected before any, after a refused SELECT (RFC 3501; the server agrees), after
+    UNSELECT or CLOSE, or once the session is closed."""
+    endpoint = ImapEndpoint("127.0.0.1", dovecot.port, "none", mail_user.username)
+    raw_name = "&AMQ-rger"  # "Ärger" in modified UTF-7: the wire name, not the decoded one
+    sent: list[str] = []
+    async with ImapSession.open(endpoint, mail_user.password, on_command=sent.append) as session:
+        assert session.selected is None and not session.selected_readonly
+        await session.command("CREATE", quote(raw_name))
+
+        await session.select("INBOX", condstore=True)
+        assert session.selected == "INBOX" and not session.selected_readonly
+        await session.select(raw_name, readonly=True)
+        assert session.selected == raw_name and session.selected_readonly
+
+        with pytest.raises(ImapCommandError):
+            await session.select("No such folder")
+        assert session.selected is None and not session.selected_readonly
+        assert (await session.command("CHECK", check=False)).status != "OK"  # "no mailbox selected"
+
+        await session.select("INBOX")
+        await session.unselect()
+        assert session.selected is None and sent[-1] == "UNSELECT"
+        await session.unselect()  # nothing selected: nothing to do
+        assert sent[-1] == "UNSELECT"
+
+        await session.select(raw_name, readonly=True)
+        session.capabilities -= {"UNSELECT"}  # a server without UNSELECT: CLOSE, which expunges nothing here
+        await session.unselect()
+        assert session.selected is None and sent[-1] == "CLOSE"
+
+        await session.select("INBOX")
+    assert session.selected is None

@@ -97,7 +97,7 @@ def oracle(raw: bytes) -> HeaderFields:
 
 def same(got: HeaderFields, want: HeaderFields) -> None:
     """Field-by-field equality (defects aside); datetimes also by UTC offset."""
-    for name in HeaderFields.__dataclass_fields__:
+    for name in HeaderFields._fields:
         if name == "defects":
             continue
         a, b = getattr(got, name), getattr(want, name)
