@@ -15,7 +15,8 @@ from mailbridge.config import Settings
 from mailbridge.errors import AccountLimitReached, InvalidInput
 from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
-from mailbridge.store.accounts import NewAccount
+from mailbridge.store.accounts import Account, NewAccount
+from mailbridge.store.db import Db
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9._\-:\[\]]+$")
@@ -56,7 +57,7 @@ def validate(fields: dict[str, Any]) -> NewAccount:
                       imap_username=username, verify_certificate=bool(verify))
 
 
-def endpoint_of(account: Any) -> ImapEndpoint:
+def endpoint_of(account: NewAccount | Account) -> ImapEndpoint:
     """The IMAP endpoint of a NewAccount or Account."""
     return ImapEndpoint(host=account.imap_host, port=account.imap_port, tls=account.imap_tls,
                         username=account.imap_username,
@@ -65,6 +66,8 @@ def endpoint_of(account: Any) -> ImapEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class LoginReport:
+    """What a successful login test learned of the server."""
+
     capabilities: frozenset[str]
 
 
@@ -75,7 +78,7 @@ async def test_login(endpoint: ImapEndpoint, password: str, settings: Settings) 
         return LoginReport(capabilities=session.capabilities)
 
 
-async def add_account(db: Any, settings: Settings, new: NewAccount, password: str) -> int:
+async def add_account(db: Db, settings: Settings, new: NewAccount, password: str) -> int:
     """Test the login, then save the account with its password encrypted; returns the id."""
     if not password:
         raise InvalidInput("invalid account: password: must not be empty", {"password": "must not be empty"})
@@ -90,7 +93,7 @@ async def add_account(db: Any, settings: Settings, new: NewAccount, password: st
     return await account_store.insert(db, new, cipher.encrypt(password), limit=settings.max_accounts)
 
 
-async def rotate_keys(db: Any, settings: Settings) -> int:
+async def rotate_keys(db: Db, settings: Settings) -> int:
     """Re-encrypt every stored password under the newest key; returns how many."""
     cipher = Cipher(settings.require_keys())
     async with db.transaction() as tx:

@@ -14,6 +14,7 @@ from mailbridge.config import Settings
 from mailbridge.errors import MailbridgeError, SecretError
 from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
+from mailbridge.store.db import server_version
 from mailbridge.store.migrations import pending
 
 POOLER_PORT = 6543
@@ -22,6 +23,8 @@ SELF_TEST_LOCK = 2_000_000_000  # an account id no real account gets
 
 @dataclass(frozen=True, slots=True)
 class Check:
+    """One start-up check: what was checked, whether it passed, and what it found."""
+
     name: str
     ok: bool
     detail: str
@@ -74,7 +77,7 @@ async def run_preflight(settings: Settings, dsn: str, *, production: bool = Fals
         return checks
     try:
         async with Database.connect(dsn, min_size=1, max_size=2) as db:
-            version = await db.fetchval("SHOW server_version")
+            version = await server_version(db)
             where = "embedded Postgres" if settings.embedded else redact_dsn(dsn)
             checks.append(Check("database", True, f"{where} (PostgreSQL {version})"))
             todo = await pending(dsn)

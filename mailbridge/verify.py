@@ -29,23 +29,34 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Awaitable, Callable, Concatenate, Iterable, ParamSpec, Sequence, TypeVar
 
 import trio
 
+from mailbridge.aio.imap import ImapSession
+from mailbridge.config import Settings
 from mailbridge.errors import ImapCommandError
 from mailbridge.imap.models import FlagUpdate, MessageMeta
 from mailbridge.imap.fetch import parse_fetch
 from mailbridge.imap.responses import parse_list, parse_search, parse_select
 from mailbridge.imap.uidset import chunk_uids, compress_uids
+from mailbridge.store import folders as folder_store
+from mailbridge.store import messages as message_store
+from mailbridge.store.accounts import Account
+from mailbridge.store.db import Db, Tx, read_only
+from mailbridge.store.folders import Folder
 from mailbridge.sync.discover import FolderPlan, plan_folders
+from mailbridge.sync.fetching import since_criterion
 
 log = logging.getLogger(__name__)
 
 CHUNK = 10_000  # messages per UID range read from the server and the mirror
 RECHECK_DELAY = 2.0  # seconds before drift is looked at a second time
 SHOW = 20  # UIDs shown per kind of drift
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 # --- the report ------------------------------------------------------------------------
@@ -127,7 +138,9 @@ def _clean_flags(flags: Iterable[str]) -> frozenset[str]:
 
 
 class _Verifier:
-    def __init__(self, db: Any, session: Any, settings: Any, account: Any) -> None:
+    """Looks at an account's folders, on the server and in the mirror."""
+
+    def __init__(self, db: Db, session: ImapSession, settings: Settings, account: Account) -> None:
         self.db = db
         self.session = session
         self.settings = settings
@@ -135,24 +148,10 @@ class _Verifier:
 
     # --- database reads, all read-only ---------------------------------------------------
 
-    async def _read(self, sql: str, *args: Any) -> list[Any]:
-        async with self.db.transaction() as tx:
-            await tx.execute("SET TRANSACTION READ ONLY")
-            return await tx.fetch(sql, *args)
-
-    async def _mirror_folders(self) -> list[Any]:
-        return await self._read(
-            """SELECT id, name, raw_name, excluded, parked, parked_reason, uidvalidity,
-                      initial_low_uid, initial_top_uid, synced_high_uid, initial_sync_complete
-               FROM folders WHERE account_id = $1
-               ORDER BY is_priority DESC, name = 'INBOX' DESC, name""", self.account.id)
-
-    async def _folder_row(self, folder_id: int) -> Any | None:
-        rows = await self._read(
-            """SELECT id, name, raw_name, excluded, parked, parked_reason, uidvalidity,
-                      initial_low_uid, initial_top_uid, synced_high_uid, initial_sync_complete
-               FROM folders WHERE id = $1""", folder_id)
-        return rows[0] if rows else None
+    async def _read(self, query: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`query` (a store read) in a READ ONLY transaction of its own."""
+        async with read_only(self.db) as tx:
+            return await query(tx, *args, **kwargs)
 
     # --- server reads ---------------------------------------------------------------------
 
@@ -162,11 +161,7 @@ class _Verifier:
         return {p.name: p for p in plans}
 
     def _since(self) -> str:
-        days = self.settings.retention_days
-        if not days:
-            return ""
-        day = (datetime.now(timezone.utc) - timedelta(days=days)).date()
-        return f" SINCE {day.day}-{day.strftime('%b')}-{day.year}"
+        return since_criterion(self.settings.retention_days, datetime.now(timezone.utc))
 
     async def _server_chunk(self, uid_set: str, lo: int, hi: int
                             ) -> tuple[set[int], dict[int, frozenset[str]], set[int] | None]:
@@ -187,21 +182,21 @@ class _Verifier:
 
     # --- one folder -----------------------------------------------------------------------
 
-    async def look(self, row: Any, plan: FolderPlan, only: Sequence[int] | None = None,
+    async def look(self, row: Folder, plan: FolderPlan, only: Sequence[int] | None = None,
                    expect_uidvalidity: int | None = None) -> _Look:
         """Compare one folder (all of it, or only the UIDs `only`)."""
-        look = _Look(row["name"])
-        if row["excluded"]:
+        look = _Look(row.name)
+        if row.excluded:
             look.skipped = "excluded"
             return look
-        if row["parked"]:
-            look.skipped = f"parked ({row['parked_reason'] or 'repeated UIDVALIDITY resets'})"
+        if row.parked:
+            look.skipped = f"parked ({row.parked_reason or 'repeated UIDVALIDITY resets'})"
             return look
-        if row["uidvalidity"] is None or row["synced_high_uid"] is None or row["initial_low_uid"] is None:
+        if row.uidvalidity is None or row.synced_high_uid is None or row.initial_low_uid is None:
             look.skipped = "not synced yet"
             return look
-        look.stored_uidvalidity = row["uidvalidity"]
-        if expect_uidvalidity is not None and row["uidvalidity"] != expect_uidvalidity:
+        look.stored_uidvalidity = row.uidvalidity
+        if expect_uidvalidity is not None and row.uidvalidity != expect_uidvalidity:
             # the mirror re-synced the folder meanwhile: what the first look saw is moot
             look.notes.append("the mirror reset this folder during the check")
             return look
@@ -213,22 +208,21 @@ class _Verifier:
                 return look
             raise
         info = parse_select(response.lines_and_text)
-        if info.uidvalidity is not None and info.uidvalidity != row["uidvalidity"]:
-            look.uidvalidity = (row["uidvalidity"], info.uidvalidity)
+        if info.uidvalidity is not None and info.uidvalidity != row.uidvalidity:
+            look.uidvalidity = (row.uidvalidity, info.uidvalidity)
             look.notes.append("UIDs not compared")
             return look
 
-        low = int(row["initial_low_uid"])
-        high = int(row["synced_high_uid"])
+        low = int(row.initial_low_uid)
+        high = int(row.synced_high_uid)
         if only is not None:
             # 500 UIDs make at most 500 × 11 characters: one command line
             for group in chunk_uids(sorted(only), 500):
-                await self._compare(look, row["id"], compress_uids(group), group[0], group[-1], low, high,
+                await self._compare(look, row.id, compress_uids(group), group[0], group[-1], low, high,
                                     restrict=group)
             return look
 
-        mirror_top = (await self._read("SELECT max(uid) AS m FROM messages WHERE folder_id = $1",
-                                       row["id"]))[0]["m"] or 0
+        mirror_top = await self._read(message_store.max_uid, row.id) or 0
         if info.uidnext:
             server_top = info.uidnext - 1
         else:
@@ -240,7 +234,7 @@ class _Verifier:
         lo = 1
         while lo <= top:
             hi = min(top, lo + width - 1)
-            seen = await self._compare(look, row["id"], f"{lo}:{hi}", lo, hi, low, high)
+            seen = await self._compare(look, row.id, f"{lo}:{hi}", lo, hi, low, high)
             lo = hi + 1
             # keep about CHUNK messages per range however the UIDs are spread
             if seen > 2 * CHUNK and width > 1:
@@ -254,16 +248,12 @@ class _Verifier:
         """Compare the UIDs `uid_set` (within lo..hi): the server first, then the mirror."""
         server, server_flags, recent = await self._server_chunk(uid_set, lo, hi)
         if restrict is None:
-            rows = await self._read(
-                "SELECT uid, flags FROM messages WHERE folder_id = $1 AND uid BETWEEN $2 AND $3",
-                folder_id, lo, hi)
+            rows = await self._read(message_store.flags_between, folder_id, lo, hi)
         else:
-            rows = await self._read(
-                "SELECT uid, flags FROM messages WHERE folder_id = $1 AND uid = ANY($2::bigint[])",
-                folder_id, list(restrict))
+            rows = await self._read(message_store.flags_of, folder_id, restrict)
             wanted = set(restrict)
             server &= wanted
-        mirror = {int(r["uid"]): _clean_flags(r["flags"] or ()) for r in rows}
+        mirror = {uid: _clean_flags(flags) for uid, flags in rows.items()}
         for uid in server:
             if uid in mirror:
                 theirs = server_flags.get(uid)
@@ -290,20 +280,19 @@ class _Verifier:
         Returns the folder names in display order and a look per name.
         """
         server = await self._server_folders()
-        mirror = await self._mirror_folders()
+        mirror = await self._read(folder_store.load_folders, self.account.id)
         order: list[str] = []
         looks: dict[str, _Look] = {}
         mirrored_names = set()
         for row in mirror:
-            name = row["name"]
+            name = row.name
             mirrored_names.add(name)
             if only is not None and name not in only:
                 continue
             order.append(name)
             plan = server.get(name)
-            if plan is None and not row["excluded"]:
-                count = (await self._read("SELECT count(*) AS n FROM messages WHERE folder_id = $1",
-                                          row["id"]))[0]["n"]
+            if plan is None and not row.excluded:
+                count = await self._read(message_store.count_in_folder, row.id)
                 looks[name] = _Look(name, structural=f"gone from the server; the mirror still has it "
                                                      f"({count} message(s))")
                 continue
@@ -366,13 +355,12 @@ def _to_drift(look: _Look) -> FolderDrift:
     )
 
 
-async def verify_account(db: Any, settings: Any, account_id: int) -> VerifyReport:
+async def verify_account(db: Db, settings: Settings, account_id: int) -> VerifyReport:
     """Compare account `account_id`'s mirror with its server (read-only on both sides).
 
     Raises AccountNotFound, SecretError and the IMAP error types (auth, connect, ...).
     """
     from mailbridge.accountops import endpoint_of
-    from mailbridge.aio.imap import ImapSession
     from mailbridge.imap.throttle import Throttle
     from mailbridge.secrets import Cipher
     from mailbridge.store import accounts as account_store
@@ -422,7 +410,7 @@ async def verify_account(db: Any, settings: Any, account_id: int) -> VerifyRepor
 # --- output ----------------------------------------------------------------------------
 
 
-def _some(values: Sequence[Any], show=str) -> str:
+def _some(values: Sequence[T], show: Callable[[T], str] = str) -> str:
     head = ", ".join(show(v) for v in values[:SHOW])
     more = len(values) - SHOW
     return head + (f" … and {more} more" if more > 0 else "")

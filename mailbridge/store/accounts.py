@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from mailbridge.errors import AccountLimitReached, AccountNotFound, UniqueViolation, InvalidInput
+from mailbridge.store.db import Db, Row, Tx
 
 PUBLIC_COLUMNS = (
     "id, email, imap_host, imap_port, imap_tls, imap_username, verify_certificate, enabled, "
@@ -38,7 +39,7 @@ class Account:
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: Any) -> "Account":
+    def from_row(cls, row: Row) -> "Account":
         data = dict(row)
         if data["excluded_folders"] is not None:
             data["excluded_folders"] = tuple(data["excluded_folders"])
@@ -47,7 +48,7 @@ class Account:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (no password, ever)."""
         out: dict[str, Any] = {}
-        for key in self.__slots__:  # type: ignore[attr-defined]
+        for key in self.__slots__:
             value = getattr(self, key)
             out[key] = value.isoformat() if isinstance(value, datetime) else (
                 list(value) if isinstance(value, tuple) else value)
@@ -64,11 +65,11 @@ class NewAccount:
     verify_certificate: bool = True
 
 
-async def count(db: Any) -> int:
+async def count(db: Db) -> int:
     return int(await db.fetchval("SELECT count(*) FROM accounts"))
 
 
-async def insert(db: Any, new: NewAccount, password_encrypted: bytes, *, limit: int) -> int:
+async def insert(db: Db, new: NewAccount, password_encrypted: bytes, *, limit: int) -> int:
     """Insert an account; AccountLimitReached past `limit`, InvalidInput on a duplicate."""
     async with db.transaction() as tx:
         # serialize concurrent adds so the limit holds
@@ -94,43 +95,43 @@ async def insert(db: Any, new: NewAccount, password_encrypted: bytes, *, limit: 
             ) from None
 
 
-async def list_all(db: Any) -> list[Account]:
+async def list_all(db: Db) -> list[Account]:
     rows = await db.fetch(f"SELECT {PUBLIC_COLUMNS} FROM accounts ORDER BY id")
     return [Account.from_row(r) for r in rows]
 
 
-async def get(db: Any, account_id: int) -> Account:
+async def get(db: Db, account_id: int) -> Account:
     row = await db.fetchrow(f"SELECT {PUBLIC_COLUMNS} FROM accounts WHERE id = $1", account_id)
     if row is None:
         raise AccountNotFound(f"no account with id {account_id}: see `mailbridge accounts list`")
     return Account.from_row(row)
 
 
-async def get_password_encrypted(db: Any, account_id: int) -> bytes:
+async def get_password_encrypted(db: Db, account_id: int) -> bytes:
     value = await db.fetchval("SELECT password_encrypted FROM accounts WHERE id = $1", account_id)
     if value is None:
         raise AccountNotFound(f"no account with id {account_id}")
     return bytes(value)
 
 
-async def delete(db: Any, account_id: int) -> None:
+async def delete(db: Db, account_id: int) -> None:
     status = await db.execute("DELETE FROM accounts WHERE id = $1", account_id)
     if status.endswith(" 0"):
         raise AccountNotFound(f"no account with id {account_id}: see `mailbridge accounts list`")
 
 
-async def all_ciphertexts(tx: Any) -> list[tuple[int, bytes]]:
+async def all_ciphertexts(tx: Tx) -> list[tuple[int, bytes]]:
     rows = await tx.fetch("SELECT id, password_encrypted FROM accounts ORDER BY id FOR UPDATE")
     return [(r["id"], bytes(r["password_encrypted"])) for r in rows]
 
 
-async def set_ciphertext(tx: Any, account_id: int, token: bytes) -> None:
+async def set_ciphertext(tx: Tx, account_id: int, token: bytes) -> None:
     """Store a re-encrypted password (same plaintext: does not count as a credential change)."""
     await tx.execute("UPDATE accounts SET password_encrypted = $2, updated_at = now() WHERE id = $1",
                      account_id, token)
 
 
-async def set_health(db: Any, account_id: int, health: str, reason: str | None) -> bool:
+async def set_health(db: Db, account_id: int, health: str, reason: str | None) -> bool:
     """Store the account's health; a change of state also appends an `account_health`
     event, in the same statement (so in the same transaction).  True when it changed."""
     changed = await db.fetchval(
@@ -151,7 +152,7 @@ async def set_health(db: Any, account_id: int, health: str, reason: str | None) 
     return bool(changed)
 
 
-async def set_owner(db: Any, account_id: int, owner: str | None, *, only_if: str | None = None) -> None:
+async def set_owner(db: Db, account_id: int, owner: str | None, *, only_if: str | None = None) -> None:
     """Record which process syncs the account (and its heartbeat); with `only_if`,
     only when that process is still the recorded owner (so a late cleanup never erases
     the owner that took over)."""
@@ -161,3 +162,8 @@ async def set_owner(db: Any, account_id: int, owner: str | None, *, only_if: str
     else:
         await db.execute("UPDATE accounts SET owner = $2, heartbeat_at = now() WHERE id = $1 AND owner = $3",
                          account_id, owner, only_if)
+
+
+async def get_owner(db: Db, account_id: int) -> str | None:
+    """The recorded owner (host:pid) of the account; None when unowned or unknown."""
+    return await db.fetchval("SELECT owner FROM accounts WHERE id = $1", account_id)

@@ -13,6 +13,7 @@ from typing import Any
 
 from mailbridge.errors import AccountNotFound, InvalidInput, UniqueViolation
 from mailbridge.store.accounts import PUBLIC_COLUMNS, Account
+from mailbridge.store.db import Db
 from mailbridge.store.search import matching_ids_sql
 
 MESSAGE_COLUMNS = (
@@ -34,15 +35,15 @@ EDITABLE = {
 }
 
 
-async def ping(db: Any) -> bool:
+async def ping(db: Db) -> bool:
     return await db.fetchval("SELECT 1") == 1
 
 
-async def account_exists(db: Any, account_id: int) -> bool:
+async def account_exists(db: Db, account_id: int) -> bool:
     return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1)", account_id))
 
 
-async def update_account(db: Any, account_id: int, changes: dict[str, Any], *,
+async def update_account(db: Db, account_id: int, changes: dict[str, Any], *,
                          password_encrypted: bytes | None = None) -> Account:
     """Apply `changes` (API field names, see EDITABLE) and, when given, a new password.
 
@@ -71,7 +72,7 @@ async def update_account(db: Any, account_id: int, changes: dict[str, Any], *,
     return Account.from_row(row)
 
 
-async def list_folders(db: Any, account_id: int) -> list[dict[str, Any]]:
+async def list_folders(db: Db, account_id: int) -> list[dict[str, Any]]:
     rows = await db.fetch(
         """SELECT f.id, f.name, f.delimiter, f.special_use, f.uidvalidity, f.excluded, f.is_priority,
                   f.initial_sync_complete, f.last_synced_at, f.server_message_count, f.parked,
@@ -103,7 +104,7 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def list_messages(db: Any, account_id: int, filters: MessageFilter, *, limit: int,
+async def list_messages(db: Db, account_id: int, filters: MessageFilter, *, limit: int,
                         after: tuple[datetime | None, int] | None = None) -> list[dict[str, Any]]:
     """Up to `limit` messages, newest first by (internal_date DESC NULLS LAST, id DESC),
     strictly after the keyset position `after` (the last row of the previous page)."""
@@ -149,7 +150,7 @@ async def list_messages(db: Any, account_id: int, filters: MessageFilter, *, lim
     return [dict(r) for r in rows]
 
 
-async def get_message(db: Any, message_id: int) -> dict[str, Any] | None:
+async def get_message(db: Db, message_id: int) -> dict[str, Any] | None:
     row = await db.fetchrow(
         f"""SELECT {MESSAGE_COLUMNS}, f.raw_name AS folder_raw_name, f.uidvalidity AS folder_uidvalidity
             FROM messages m JOIN folders f ON f.id = m.folder_id WHERE m.id = $1""", message_id)
@@ -159,7 +160,7 @@ async def get_message(db: Any, message_id: int) -> dict[str, Any] | None:
 MAX_THREAD = 2000
 
 
-async def thread_of(db: Any, account_id: int, message_id: int, *, max_rounds: int = 50) -> list[dict[str, Any]]:
+async def thread_of(db: Db, account_id: int, message_id: int, *, max_rounds: int = 50) -> list[dict[str, Any]]:
     """Every message of the account linked to `message_id` through Message-ID,
     In-Reply-To and References (the transitive closure: the thread's connected
     component), oldest first.  Empty when the message is not in the account."""
@@ -202,7 +203,7 @@ def _links(m: dict[str, Any]) -> set[str]:
     return out
 
 
-async def remove_gone_message(db: Any, message_id: int, reason: str) -> bool:
+async def remove_gone_message(db: Db, message_id: int, reason: str) -> bool:
     """Drop a message the server no longer has, with its `message_removed` event, in one
     transaction.  False when the row was already gone."""
     async with db.transaction() as tx:
@@ -219,11 +220,11 @@ async def remove_gone_message(db: Any, message_id: int, reason: str) -> bool:
         return True
 
 
-async def last_event_id(db: Any) -> int:
+async def last_event_id(db: Db) -> int:
     return int(await db.fetchval("SELECT coalesce(max(id), 0) FROM events"))
 
 
-async def events_after(db: Any, after_id: int, *, limit: int = 500,
+async def events_after(db: Db, after_id: int, *, limit: int = 500,
                        account_id: int | None = None) -> list[dict[str, Any]]:
     """Events with id > after_id, oldest first."""
     if account_id is None:

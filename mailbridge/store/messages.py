@@ -1,17 +1,22 @@
 """SQL for the messages table: bulk upserts, flag updates, removals, with their events.
 
-Every function takes a connection inside the caller's transaction, so the rows and the
+The writers take a connection inside the caller's transaction, so the rows and the
 sync cursor that covers them commit together; `upsert` can also move the cursor itself,
-in the same statement (then it may be given the pool: one round trip per batch).
+in the same statement (a `FolderUpdate`; then it may be given the pool: one round trip
+per batch).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from itertools import islice
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from mailbridge.errors import FolderRemoved
 from mailbridge.imap.models import FlagUpdate, MessageMeta
+from mailbridge.store.db import Db, Tx
 
 COLUMNS = (
     "uid", "message_id", "subject", "from_name", "from_email", "to_emails", "cc_emails",
@@ -84,19 +89,56 @@ FROM up
     folder_value="{folder_value}",
 )
 _ADDED = "(SELECT count(*) FROM up WHERE inserted)"
-_STATEMENTS: dict[tuple[str, str], str] = {}
 
 
-def _statement(folder_set: str, returning: str) -> str:
-    key = (folder_set, returning)
+@dataclass(frozen=True, slots=True)
+class FolderUpdate:
+    """What a batch's statement also sets on its folder row, so a sync cursor commits with
+    the rows it covers (None: left as it is)."""
+
+    synced_high_uid: int | None = None
+    initial_low_uid: int | None = None
+    initial_sync_complete: bool | None = None
+    last_repair_at: datetime | None = None
+    count_added: bool = False  # add the rows the batch inserts to message_count
+
+    def assignments(self) -> tuple[tuple[str, object], ...]:
+        """(column, value) of each column set to a value."""
+        return tuple((column, value) for column, value in (
+            ("synced_high_uid", self.synced_high_uid), ("initial_low_uid", self.initial_low_uid),
+            ("initial_sync_complete", self.initial_sync_complete), ("last_repair_at", self.last_repair_at),
+        ) if value is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What one batch's statement did."""
+
+    added: int
+    changed: int
+    message_count: int | None = None  # the folder's, after a FolderUpdate
+
+
+_STATEMENTS: dict[tuple[tuple[str, ...], bool], str] = {}
+
+
+def _statement(columns: tuple[str, ...], count_added: bool) -> str:
+    """The upsert statement that also sets `columns` of the folder row (each from one
+    parameter after the batch's), and adds the inserted rows to its message_count when
+    `count_added`; no folder update when neither."""
+    key = (columns, count_added)
     sql = _STATEMENTS.get(key)
     if sql is None:
-        if folder_set:
-            params = [f"${_FOLDER_PARAMS + 1 + i}" for i in range(folder_set.count("{") - folder_set.count("{added}"))]
-            set_clause = folder_set.format(*params, added=_ADDED)
+        sets = [f"{column} = ${_FOLDER_PARAMS + 1 + i}" for i, column in enumerate(columns)]
+        if count_added:
+            sets.append(f"message_count = message_count + {_ADDED}")
+        if sets:
             sql = _UPSERT.format(
-                folder_cte=f", folder AS (\n    UPDATE folders SET {set_clause} WHERE id = $2 RETURNING {returning or 'id'}\n)",
-                folder_value="(SELECT * FROM folder)" if returning else "NULL")
+                # the target row, so `target` (and its lock) comes first: a row this
+                # statement had updated already would be skipped by FOR KEY SHARE
+                folder_cte=(f", folder AS (\n    UPDATE folders SET {', '.join(sets)} "
+                            "WHERE id = (SELECT id FROM target) RETURNING message_count\n)"),
+                folder_value="(SELECT message_count FROM folder)")
         else:
             sql = _UPSERT.format(folder_cte="", folder_value="NULL")
         _STATEMENTS[key] = sql
@@ -138,13 +180,13 @@ def _flags_literal(flags: tuple[str, ...]) -> str:
 _SEPARATORS = "\x1f\x1e\x1d\x1c" + "".join(chr(c) for c in range(0xE000, 0xF900))
 
 
-def _columns(metas: Sequence[MessageMeta]) -> list:
+def _columns(metas: Sequence[MessageMeta]) -> list[Any]:
     """The batch's parameters after the first three: separator, NULL marker, then one per
     column in COLUMNS order.  Numbers and dates go as arrays; each text column (and each
     array column, as one array literal per row) goes as a single string, its values each
     followed by the separator and NULL as the marker, which `string_to_array` splits in
     the statement: asyncpg's per-element array encoding cost more than the parsing."""
-    columns: list[list] = [
+    columns: list[Any] = [
         [m.uid for m in metas],
         [m.message_id for m in metas],
         [m.subject for m in metas],
@@ -173,32 +215,38 @@ def _columns(metas: Sequence[MessageMeta]) -> list:
     return [sep, null, *columns]
 
 
-async def upsert(tx: Any, account_id: int, folder_id: int, metas: Sequence[MessageMeta], *,
-                 emit_events: bool, folder_set: str = "", folder_args: Sequence[Any] = (),
-                 returning: str = "") -> tuple[int, int]:
-    """Insert or update `metas` (by folder and UID); returns (added, changed).
+async def upsert(tx: Db, account_id: int, folder_id: int, metas: Sequence[MessageMeta], *,
+                 emit_events: bool, folder: FolderUpdate | None = None) -> Written:
+    """Insert or update `metas` (by folder and UID), queue them for the search index and,
+    with `emit_events`, append their events.
 
     Raises `FolderRemoved` (writing nothing) when the folder row is gone.
 
-    With `folder_set`, the same statement also runs ``UPDATE folders SET <folder_set>
-    WHERE id = folder_id`` (its ``{}`` placeholders take `folder_args`; ``{added}`` is the
-    number of rows inserted), so a sync cursor commits with the rows it covers even
-    outside a transaction (`tx` may then be the pool: one round trip); with `returning`
-    (a folders column), (added, changed, that column's new value) is returned.
+    With `folder`, the same statement also updates the folder row as it says, so a sync
+    cursor commits with the rows it covers even outside a transaction (`tx` may then be
+    the pool: one round trip); `Written.message_count` is then the folder's new count.
     """
-    if not metas and not folder_set:
-        return 0, 0
-    row = await tx.fetchrow(_statement(folder_set, returning), account_id, folder_id, emit_events,
-                            *_columns(metas), *folder_args)
+    assignments = folder.assignments() if folder is not None else ()
+    count_added = folder is not None and folder.count_added
+    if not metas and not assignments and not count_added:
+        return Written(0, 0)
+    row = await tx.fetchrow(_statement(tuple(c for c, _ in assignments), count_added),
+                            account_id, folder_id, emit_events, *_columns(metas), *(v for _, v in assignments))
+    assert row is not None  # an aggregate: always one row
     if not row["folder_found"]:
         raise FolderRemoved(f"folder {folder_id} of account {account_id} was removed (with its account?); "
                             "nothing written")
-    if returning:
-        return int(row["added"]), int(row["changed"]), row["folder_value"]  # type: ignore[return-value]
-    return int(row["added"]), int(row["changed"])
+    count = row["folder_value"]
+    return Written(int(row["added"]), int(row["changed"]), None if count is None else int(count))
 
 
-async def update_flags(tx: Any, account_id: int, folder_id: int, updates: Iterable[FlagUpdate], *,
+async def remove_all(tx: Tx, folder_id: int) -> int:
+    """Delete every row of a folder (its UIDs are void); returns how many."""
+    return int(await tx.fetchval(
+        "WITH d AS (DELETE FROM messages WHERE folder_id = $1 RETURNING 1) SELECT count(*) FROM d", folder_id))
+
+
+async def update_flags(tx: Db, account_id: int, folder_id: int, updates: Iterable[FlagUpdate], *,
                        emit_events: bool = True) -> int:
     """Set the flags of known UIDs where they differ; returns how many changed."""
     updates = list(updates)
@@ -228,7 +276,7 @@ async def update_flags(tx: Any, account_id: int, folder_id: int, updates: Iterab
     ))
 
 
-async def remove_uids(tx: Any, account_id: int, folder_id: int, uids: Sequence[int], *,
+async def remove_uids(tx: Db, account_id: int, folder_id: int, uids: Sequence[int], *,
                       emit_events: bool = True) -> int:
     """Delete the rows of `uids` (expunged on the server); returns how many."""
     if not uids:
@@ -248,20 +296,50 @@ async def remove_uids(tx: Any, account_id: int, folder_id: int, uids: Sequence[i
     ))
 
 
-async def uids_between(tx: Any, folder_id: int, low: int, high: int) -> list[int]:
+# --- reads ------------------------------------------------------------------------------
+
+
+async def uids_between(tx: Db, folder_id: int, low: int, high: int) -> list[int]:
     """Mirrored UIDs of a folder in [low, high], ascending."""
     rows = await tx.fetch("SELECT uid FROM messages WHERE folder_id = $1 AND uid BETWEEN $2 AND $3 ORDER BY uid",
                           folder_id, low, high)
     return [r["uid"] for r in rows]
 
 
-async def flags_between(db: Any, folder_id: int, low: int, high: int) -> dict[int, tuple[str, ...]]:
+async def count_between(db: Db, folder_id: int, low: int, high: int) -> int:
+    """How many of a folder's UIDs in [low, high] are mirrored."""
+    return int(await db.fetchval(
+        "SELECT count(*) FROM messages WHERE folder_id = $1 AND uid BETWEEN $2 AND $3", folder_id, low, high))
+
+
+async def count_in_folder(db: Db, folder_id: int) -> int:
+    """How many rows a folder has."""
+    return int(await db.fetchval("SELECT count(*) FROM messages WHERE folder_id = $1", folder_id))
+
+
+async def max_uid(db: Db, folder_id: int) -> int | None:
+    """The highest mirrored UID of a folder; None when it has no rows."""
+    return await db.fetchval("SELECT max(uid) FROM messages WHERE folder_id = $1", folder_id)
+
+
+async def unreadable_uids(db: Db, folder_id: int, limit: int) -> list[int]:
+    """Up to `limit` UIDs, ascending, of rows stored as placeholders (their FETCH response
+    could not be read: no size)."""
+    rows = await db.fetch(
+        "SELECT uid FROM messages WHERE folder_id = $1 AND size_bytes IS NULL ORDER BY uid LIMIT $2",
+        folder_id, limit)
+    return [r["uid"] for r in rows]
+
+
+async def flags_between(db: Db, folder_id: int, low: int, high: int) -> dict[int, tuple[str, ...]]:
     """Mirrored flags of a folder's UIDs in [low, high]."""
     rows = await db.fetch("SELECT uid, flags FROM messages WHERE folder_id = $1 AND uid BETWEEN $2 AND $3",
                           folder_id, low, high)
     return {r["uid"]: tuple(r["flags"]) for r in rows}
 
 
-async def flags_by_uid(tx: Any, folder_id: int) -> dict[int, tuple[str, ...]]:
-    rows = await tx.fetch("SELECT uid, flags FROM messages WHERE folder_id = $1", folder_id)
+async def flags_of(db: Db, folder_id: int, uids: Sequence[int]) -> dict[int, tuple[str, ...]]:
+    """Mirrored flags of those of `uids` a folder has."""
+    rows = await db.fetch("SELECT uid, flags FROM messages WHERE folder_id = $1 AND uid = ANY($2::bigint[])",
+                          folder_id, list(uids))
     return {r["uid"]: tuple(r["flags"]) for r in rows}

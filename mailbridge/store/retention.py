@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+
+from mailbridge.store.db import Db
 
 
-async def expire_batch(db: Any, account_id: int, cutoff: datetime, *, batch: int = 1000) -> int:
+async def expire_batch(db: Db, account_id: int, cutoff: datetime, *, batch: int = 1000) -> int:
     """Delete up to `batch` of the account's messages older than `cutoff` (by their
     internal date, else their Date header), with one `messages_expired` event, in one
     transaction.  Returns how many went; 0 when none is left."""

@@ -8,7 +8,7 @@ query exactly whether or not their documents are built yet.
 
 from __future__ import annotations
 
-from typing import Any
+from mailbridge.store.db import Db
 
 # the document of a messages row aliased `alias` (sql/0002's function)
 def document_of(alias: str) -> str:
@@ -37,15 +37,16 @@ SELECT (SELECT count(*) FROM taken) AS taken, (SELECT count(*) FROM written) AS 
 """
 
 
-async def index_pending(db: Any, limit: int = 2000) -> int:
+async def index_pending(db: Db, limit: int = 2000) -> int:
     """Build the documents of up to `limit` queued messages; returns how many ids it took
     off the queue (fewer than `limit`: the queue is empty, or the rest is being indexed
     by another process).  All or nothing: cancelled or failed, the queue is unchanged."""
     row = await db.fetchrow(_INDEX_PENDING, limit)
+    assert row is not None  # aggregates: always one row
     return int(row["taken"])
 
 
-async def pending_count(db: Any) -> int:
+async def pending_count(db: Db) -> int:
     return int(await db.fetchval("SELECT count(*) FROM search_pending"))
 
 

@@ -7,10 +7,12 @@ are skipped.  A folder that left the server leaves the mirror with its messages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable
+from collections.abc import Iterable, Sequence
 
 from mailbridge.imap.models import ListEntry
+from mailbridge.store import folders as folder_store
+from mailbridge.store.db import Tx
+from mailbridge.store.folders import FolderPlan
 
 SENT_NAMES = {"sent", "sent items", "sent messages", "sent mail", "gesendet", "gesendete objekte",
               "gesendete elemente", "envoyés", "éléments envoyés", "enviados", "inviati", "verzonden",
@@ -20,18 +22,6 @@ TRASH_NAMES = {"trash", "deleted items", "deleted messages", "bin", "papierkorb"
                "inbox.trash", "inbox/trash"}
 JUNK_NAMES = {"junk", "spam", "junk e-mail", "junk email", "bulk mail", "spam-verdacht", "courrier indésirable",
               "indésirables", "[gmail]/spam", "inbox.junk", "inbox.spam", "inbox/junk", "inbox/spam"}
-
-
-@dataclass(frozen=True, slots=True)
-class FolderPlan:
-    """How discovery classifies one selectable mailbox."""
-
-    name: str
-    raw_name: str
-    delimiter: str | None
-    special_use: str | None
-    is_priority: bool
-    excluded: bool
 
 
 def special_use_of(entry: ListEntry) -> str | None:
@@ -65,39 +55,12 @@ def plan_folders(entries: Iterable[ListEntry], excluded_names: Iterable[str] | N
     return sorted(plans.values(), key=lambda p: (not p.is_priority, p.name != "INBOX", p.name))
 
 
-async def apply_plan(tx: Any, account_id: int, plans: list[FolderPlan]) -> tuple[int, int]:
+async def apply_plan(tx: Tx, account_id: int, plans: Sequence[FolderPlan]) -> tuple[int, int]:
     """Upsert the planned folders and drop those the server no longer lists (with their
-    messages).  Returns (added, removed)."""
-    names = [p.name for p in plans]
-    added = int(await tx.fetchval(
-        """WITH src AS (
-               SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::bool[])
-                   AS s(name, raw_name, delimiter, special_use, is_priority, excluded)
-           ), up AS (
-               INSERT INTO folders (account_id, name, raw_name, delimiter, special_use, is_priority, excluded)
-               SELECT $1, name, raw_name, delimiter, special_use, is_priority, excluded FROM src
-               ON CONFLICT (account_id, name) DO UPDATE SET
-                   raw_name = EXCLUDED.raw_name, delimiter = EXCLUDED.delimiter,
-                   special_use = EXCLUDED.special_use, is_priority = EXCLUDED.is_priority,
-                   excluded = EXCLUDED.excluded, exists_on_server = true
-               RETURNING (xmax = 0) AS inserted, id, name
-           ), ev AS (
-               INSERT INTO events (account_id, folder_id, kind, payload)
-               SELECT $1, id, 'folder_added', jsonb_build_object('folder', name) FROM up WHERE inserted
-           )
-           SELECT count(*) FILTER (WHERE inserted) FROM up""",
-        account_id, names, [p.raw_name for p in plans], [p.delimiter for p in plans],
-        [p.special_use for p in plans], [p.is_priority for p in plans], [p.excluded for p in plans],
-    ))
-    removed = int(await tx.fetchval(
-        """WITH gone AS (
-               DELETE FROM folders WHERE account_id = $1 AND NOT (name = ANY($2::text[]))
-               RETURNING id, name
-           ), ev AS (
-               INSERT INTO events (account_id, folder_id, kind, payload)
-               SELECT $1, id, 'folder_removed', jsonb_build_object('folder', name) FROM gone
-           )
-           SELECT count(*) FROM gone""",
-        account_id, names,
-    ))
+    messages), in the caller's transaction.  Returns (added, removed)."""
+    added = await folder_store.upsert_listed(tx, account_id, plans)
+    removed = await folder_store.remove_unlisted(tx, account_id, [p.name for p in plans])
     return added, removed
+
+
+__all__ = ["FolderPlan", "apply_plan", "plan_folders", "special_use_of"]

@@ -21,59 +21,28 @@ import shlex
 from array import array
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from itertools import islice
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 import trio
 
 from mailbridge.aio.imap import ImapSession
-from mailbridge.aio.loop import single_exception
-from mailbridge.errors import ImapCommandError
-from mailbridge.imap.models import FetchDefect, MessageMeta, SelectInfo
-from mailbridge.imap.fetch import parse_fetch
+from mailbridge.errors import root_cause
+from mailbridge.imap.models import MessageMeta, SelectInfo
 from mailbridge.imap.responses import parse_search, parse_select
-from mailbridge.imap.uidset import split_for_command
+from mailbridge.store import events as event_store
+from mailbridge.store import folders as folder_store
 from mailbridge.store import messages as message_store
+from mailbridge.store.db import Db
+from mailbridge.store.folders import Folder, load_folder, load_folders
+from mailbridge.store.messages import FolderUpdate
+from mailbridge.sync.fetching import META_ITEMS, META_ITEMS_MODSEQ, FolderReader, RawFetch
 from mailbridge.sync.reconcile import reconcile
 
 log = logging.getLogger(__name__)
 
-HEADER_FIELDS = "MESSAGE-ID SUBJECT FROM TO CC DATE IN-REPLY-TO REFERENCES"
-META_ITEMS = f"(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"
-META_ITEMS_MODSEQ = f"(UID FLAGS INTERNALDATE RFC822.SIZE MODSEQ BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"
 RESET_WINDOW = timedelta(hours=24)
 REPAIR_INTERVAL = timedelta(minutes=10)  # least time between refetches of a folder's unreadable rows
-PARSE_SLICE = 100  # FETCH responses parsed between checkpoints
-
-
-@dataclass(frozen=True, slots=True)
-class Folder:
-    """A folders row, as the sync needs it."""
-
-    id: int
-    account_id: int
-    name: str
-    raw_name: str
-    uidvalidity: int | None
-    uidnext: int | None
-    highestmodseq: int | None
-    initial_top_uid: int | None
-    initial_low_uid: int | None
-    synced_high_uid: int | None
-    initial_sync_complete: bool
-    is_priority: bool
-    excluded: bool
-    parked: bool
-    uidvalidity_resets: tuple[datetime, ...]
-    last_reconcile_at: datetime | None
-    last_flag_scan_at: datetime | None
-    last_repair_at: datetime | None = None
-
-    @classmethod
-    def from_row(cls, row: Any) -> "Folder":
-        data = {k: row[k] for k in cls.__slots__}  # type: ignore[attr-defined]
-        data["uidvalidity_resets"] = tuple(data["uidvalidity_resets"] or ())
-        return cls(**data)
+Written = TypeVar("Written")
 
 
 def resume_command(account_id: int, folder_name: str) -> str:
@@ -85,21 +54,6 @@ def parked_problem(account_id: int, folder_name: str) -> str:
     """What an account's health says about a parked folder, and how to resume it."""
     return (f"folder {folder_name!r} is parked after repeated UIDVALIDITY resets; "
             f"`{resume_command(account_id, folder_name)}` resumes it")
-
-
-FOLDER_COLUMNS = ", ".join(Folder.__slots__)  # type: ignore[attr-defined]
-
-
-async def load_folders(db: Any, account_id: int) -> list[Folder]:
-    rows = await db.fetch(
-        f"SELECT {FOLDER_COLUMNS} FROM folders WHERE account_id = $1 "
-        "ORDER BY is_priority DESC, name = 'INBOX' DESC, name", account_id)
-    return [Folder.from_row(r) for r in rows]
-
-
-async def load_folder(db: Any, folder_id: int) -> Folder | None:
-    row = await db.fetchrow(f"SELECT {FOLDER_COLUMNS} FROM folders WHERE id = $1", folder_id)
-    return Folder.from_row(row) if row else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +78,10 @@ class FolderParked(Exception):
 class FolderSync:
     """Brings one folder up to date over one session, batch by batch."""
 
-    def __init__(self, db: Any, session: ImapSession, folder: Folder, *, batch_size: int,
+    def __init__(self, db: Db, session: ImapSession, folder: Folder, *, batch_size: int,
                  retention_days: int | None = None, reset_limit: int = 3, flag_scan: bool = True,
-                 full_reconcile: bool = False, now=lambda: datetime.now(timezone.utc)) -> None:
+                 full_reconcile: bool = False,
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.db = db
         self.session = session
         self.folder = folder
@@ -136,13 +91,10 @@ class FolderSync:
         self.flag_scan = flag_scan
         self.full_reconcile = full_reconcile
         self.now = now
+        self.reader = FolderReader(session, folder.name, retention_days=retention_days, now=now)
         self.select_info: SelectInfo | None = None
         # HIGHESTMODSEQ stored by the last visit: CHANGEDSINCE starts there (None after a reset)
         self.prev_modseq: int | None = folder.highestmodseq if folder.initial_top_uid is not None else None
-
-    @property
-    def _modseq(self) -> bool:
-        return self.session.condstore
 
     # --- the whole run -----------------------------------------------------------------
 
@@ -159,9 +111,9 @@ class FolderSync:
             yield step
         async for step in self._initial():
             yield step
-        step = await self._repair()
-        if step is not None:
-            yield step
+        repaired = await self._repair()
+        if repaired is not None:
+            yield repaired
         yield await self._reconcile()
         yield await self._finish()
 
@@ -187,12 +139,7 @@ class FolderSync:
 
     async def _init_cursors(self, info: SelectInfo, top: int) -> None:
         async with self.db.transaction() as tx:
-            await tx.execute(
-                """UPDATE folders SET uidvalidity = $2, uidnext = $3, highestmodseq = $4,
-                       initial_top_uid = $5::bigint, initial_low_uid = $5::bigint + 1, synced_high_uid = $5::bigint,
-                       initial_sync_complete = false, server_message_count = $6
-                   WHERE id = $1""",
-                self.folder.id, info.uidvalidity, info.uidnext, info.highestmodseq, top, info.exists)
+            await folder_store.start_cursors(tx, self.folder.id, info, top)
         self.folder = replace(self.folder, uidvalidity=info.uidvalidity, uidnext=info.uidnext,
                               highestmodseq=info.highestmodseq, initial_top_uid=top,
                               initial_low_uid=top + 1, synced_high_uid=top, initial_sync_complete=False)
@@ -205,88 +152,33 @@ class FolderSync:
         now = self.now()
         recent = tuple(t for t in f.uidvalidity_resets if now - t < RESET_WINDOW) + (now,)
         park = len(recent) > self.reset_limit
+        reason = (f"UIDVALIDITY changed {len(recent)} times in 24 h (limit {self.reset_limit}); "
+                  f"`{resume_command(f.account_id, f.name)}` resumes it") if park else None
         async with self.db.transaction() as tx:
-            removed = int(await tx.fetchval(
-                "WITH d AS (DELETE FROM messages WHERE folder_id = $1 RETURNING 1) SELECT count(*) FROM d", f.id))
-            await tx.execute(
-                """UPDATE folders SET uidvalidity = $2, uidnext = $3, highestmodseq = $4,
-                       initial_top_uid = $5::bigint, initial_low_uid = $5::bigint + 1, synced_high_uid = $5::bigint,
-                       initial_sync_complete = false, message_count = 0, server_message_count = $6,
-                       uidvalidity_resets = $7, parked = $8,
-                       parked_reason = CASE WHEN $8 THEN $9 ELSE NULL END,
-                       last_reconcile_at = NULL, last_flag_scan_at = NULL
-                   WHERE id = $1""",
-                f.id, info.uidvalidity, info.uidnext, info.highestmodseq, top, info.exists,
-                list(recent), park,
-                f"UIDVALIDITY changed {len(recent)} times in 24 h (limit {self.reset_limit}); "
-                f"`{resume_command(f.account_id, f.name)}` resumes it")
-            await tx.execute(
-                """INSERT INTO events (account_id, folder_id, kind, payload)
-                   VALUES ($1, $2, 'folder_reset', jsonb_build_object(
-                       'folder', $3::text, 'old_uidvalidity', $4::bigint, 'new_uidvalidity', $5::bigint,
-                       'removed', $6::int, 'parked', $7::bool))""",
-                f.account_id, f.id, f.name, f.uidvalidity, info.uidvalidity, removed, park)
+            removed = await message_store.remove_all(tx, f.id)
+            await folder_store.restart_cursors(tx, f.id, info, top, resets=recent, parked_reason=reason)
+            await event_store.folder_reset(tx, f.account_id, f.id, folder=f.name, old_uidvalidity=f.uidvalidity,
+                                           new_uidvalidity=info.uidvalidity, removed=removed, parked=park)
         log.warning("folder %r: UIDVALIDITY %s -> %s; %d rows dropped, re-syncing%s", f.name,
                     f.uidvalidity, info.uidvalidity, removed, " (parked)" if park else "")
         self.folder = replace(f, uidvalidity=info.uidvalidity, uidnext=info.uidnext,
                               highestmodseq=info.highestmodseq, initial_top_uid=top, initial_low_uid=top + 1,
                               synced_high_uid=top, initial_sync_complete=False, parked=park,
-                              uidvalidity_resets=recent)
+                              parked_reason=reason, uidvalidity_resets=recent)
         self.prev_modseq = info.highestmodseq  # as after a first SELECT
         return Step(f.name, "parked" if park else "reset", removed=removed, total=info.exists,
                     detail=f"UIDVALIDITY {f.uidvalidity} -> {info.uidvalidity}")
 
-    # --- fetching ----------------------------------------------------------------------
-
-    async def _fetch_raw(self, uids: list[int]) -> list[Any]:
-        """The unparsed metadata FETCH responses (one `lines` per command) of `uids`."""
-        items = META_ITEMS_MODSEQ if self._modseq else META_ITEMS
-        responses = []
-        for uid_set in split_for_command(uids):
-            response = await self.session.uid_fetch(uid_set, items)
-            responses.append(response.lines)
-            del response
-        return responses
-
-    async def _parse_meta(self, uids: list[int], responses: list[Any]) -> tuple[list[MessageMeta], int]:
-        """The messages of `uids` in `responses` (emptied as it goes), ascending, and the
-        number of defects.  It yields to other tasks every PARSE_SLICE messages, so a
-        concurrent fetch and database write (see `_pipeline`) make progress."""
-        wanted = set(uids)
-        metas: dict[int, MessageMeta] = {}
-        defects = 0
-        responses.reverse()
-        while responses:
-            lines = responses.pop()
-            n = 0
-            for item in parse_fetch(lines):
-                n += 1
-                if n % PARSE_SLICE == 0:
-                    await trio.sleep(0)
-                if isinstance(item, MessageMeta):
-                    if item.uid in wanted:
-                        metas[item.uid] = item
-                        defects += bool(item.defects)
-                elif isinstance(item, FetchDefect):
-                    defects += 1
-                    log.warning("folder %r: unparseable FETCH response for UID %s: %s",
-                                self.folder.name, item.uid, item.reason)
-                    if item.uid in wanted and item.uid not in metas:
-                        metas[item.uid] = _placeholder(item.uid, item.reason)
-            del lines
-        return [metas[u] for u in sorted(metas)], defects
-
-    async def _fetch_meta(self, uids: list[int]) -> tuple[list[MessageMeta], int]:
-        return await self._parse_meta(uids, await self._fetch_raw(uids))
+    # --- fetching (through `self.reader`) ----------------------------------------------
 
     async def _pipeline(self, batches: Iterator[list[int]],
-                        write: Callable[[list[int], list[MessageMeta], bool], Awaitable[Any]],
-                        ) -> AsyncIterator[tuple[list[int], int, Any]]:
+                        write: Callable[[list[int], list[MessageMeta], bool], Awaitable[Written]],
+                        ) -> AsyncIterator[tuple[list[int], int, Written]]:
         """Fetch, parse and write `batches` in order, overlapped: while batch k is written,
         k+1 is parsed and k+2 fetched (the server prepares its response while we parse).
 
         `write(batch, metas, last)` writes one batch and its cursor in one transaction
-        (one statement: see `message_store.upsert`'s folder_set); this yields (batch,
+        (one statement: see `message_store.upsert`'s FolderUpdate); this yields (batch,
         defects, write's result) after each commit, outside any concurrent work, so a
         cursor never covers rows that are not committed and the session is idle at every
         yield.  At most three batches are held at a time.  A failed fetch does not drop
@@ -295,22 +187,22 @@ class FolderSync:
         raised at once (the fetch and parse it overlapped are cancelled).
         """
         fetch_next = next(batches, None)     # the batch to fetch next
-        fetched: tuple[list[int], list[Any]] | None = None                 # to parse
+        fetched: tuple[list[int], list[RawFetch]] | None = None            # to parse
         parsed: tuple[list[int], list[MessageMeta], int] | None = None     # to write
         failure: BaseException | None = None  # of a fetch: raised once the batches before it are written
         while fetch_next is not None or fetched is not None or parsed is not None:
-            got_raw: list[Any] = []
-            got_metas: list[Any] = []
-            got_result: list[Any] = []
+            got_raw: list[list[RawFetch] | Exception] = []
+            got_metas: list[tuple[list[MessageMeta], int]] = []
+            got_result: list[Written] = []
 
             async def fetch(uids: list[int]) -> None:
                 try:
-                    got_raw.append(await self._fetch_raw(uids))
+                    got_raw.append(await self.reader.fetch_raw(uids))
                 except Exception as exc:  # noqa: BLE001 - raised after the earlier batches are written
                     got_raw.append(exc)
 
-            async def parse(uids: list[int], responses: list[Any]) -> None:
-                got_metas.append(await self._parse_meta(uids, responses))
+            async def parse(uids: list[int], responses: list[RawFetch]) -> None:
+                got_metas.append(await self.reader.parse_meta(uids, responses))
 
             async def store(uids: list[int], metas: list[MessageMeta], last: bool) -> None:
                 got_result.append(await write(uids, metas, last))
@@ -325,7 +217,7 @@ class FolderSync:
                     if fetched is not None:
                         nursery.start_soon(parse, *fetched)
             except BaseExceptionGroup as group:  # the write's own error, not a group of one
-                leaf = single_exception(group)
+                leaf = root_cause(group)
                 if leaf is group:
                     raise
                 raise leaf from None
@@ -347,13 +239,6 @@ class FolderSync:
         if failure is not None:
             raise failure
 
-    async def _search(self, criteria: str) -> list[int]:
-        response = await self.session.uid_search(criteria)
-        uids = parse_search(response.lines)
-        if all(a < b for a, b in zip(uids, islice(uids, 1, None))):
-            return uids  # already ascending and unique (as servers send them)
-        return sorted(set(uids))
-
     # --- incremental -------------------------------------------------------------------
 
     async def _incremental(self) -> AsyncIterator[Step]:
@@ -363,16 +248,15 @@ class FolderSync:
         high = f.synced_high_uid
         if info.uidnext is not None and info.uidnext - 1 <= high:
             return
-        new = [u for u in await self._search(f"UID {high + 1}:*") if u > high]
+        new = [u for u in await self.reader.search(f"UID {high + 1}:*") if u > high]
         batch_size = self.batch_size
 
         async def write(batch: list[int], metas: list[MessageMeta], last: bool) -> tuple[int, int]:
             cursor = batch[-1]
-            added, changed = await message_store.upsert(
-                self.db, f.account_id, f.id, metas, emit_events=True,
-                folder_set="synced_high_uid = {}", folder_args=(cursor,))
+            written = await message_store.upsert(self.db, f.account_id, f.id, metas, emit_events=True,
+                                                 folder=FolderUpdate(synced_high_uid=cursor))
             self.folder = replace(self.folder, synced_high_uid=cursor)
-            return added, changed
+            return written.added, written.changed
 
         batches = (new[start:start + batch_size] for start in range(0, len(new), batch_size))
         async for _batch, defects, (added, changed) in self._pipeline(batches, write):
@@ -381,16 +265,10 @@ class FolderSync:
         f = self.folder
         final = max(f.synced_high_uid or 0, (info.uidnext - 1) if info.uidnext else 0)
         if final != f.synced_high_uid:
-            await self.db.execute("UPDATE folders SET synced_high_uid = $2 WHERE id = $1", f.id, final)
+            await folder_store.set_synced_high_uid(self.db, f.id, final)
             self.folder = replace(f, synced_high_uid=final)
 
     # --- initial, newest first ---------------------------------------------------------
-
-    def _since(self) -> str:
-        if not self.retention_days:
-            return ""
-        day = (self.now() - timedelta(days=self.retention_days)).date()
-        return f" SINCE {day.day}-{day.strftime('%b')}-{day.year}"
 
     async def _initial(self) -> AsyncIterator[Step]:
         f = self.folder
@@ -399,15 +277,14 @@ class FolderSync:
         info = self.select_info
         assert info is not None and f.initial_low_uid is not None
         low = f.initial_low_uid
-        remaining = await self._search(f"UID 1:{low - 1}{self._since()}") if low > 1 else []
+        found = await self.reader.search(f"UID 1:{low - 1}{self.reader.retention_criterion()}") if low > 1 else []
         # the UIDs still to fetch, compactly (8 bytes each: no int objects for big folders)
-        remaining = array("q", [u for u in remaining if u < low] if remaining and remaining[-1] >= low else remaining)
+        remaining = array("q", [u for u in found if u < low] if found and found[-1] >= low else found)
+        del found
         if remaining:
             # message_count is kept exact by adding each batch's inserts to one count
             # taken here (instead of count(*) per batch, which is quadratic in the folder)
-            await self.db.execute(
-                "UPDATE folders SET message_count = (SELECT count(*) FROM messages WHERE folder_id = $1) "
-                "WHERE id = $1", f.id)
+            await folder_store.recount_messages(self.db, f.id)
         batch_size = self.batch_size
 
         def batches() -> Iterator[list[int]]:
@@ -418,21 +295,18 @@ class FolderSync:
 
         async def write(batch: list[int], metas: list[MessageMeta], last: bool) -> tuple[int, int, int]:
             new_low = 1 if last else batch[0]
-            added, changed, synced = await message_store.upsert(  # type: ignore[misc]
+            written = await message_store.upsert(
                 self.db, f.account_id, f.id, metas, emit_events=False,
-                folder_set="initial_low_uid = {}, initial_sync_complete = {}, "
-                           "message_count = message_count + {added}",
-                folder_args=(new_low, last), returning="message_count")
+                folder=FolderUpdate(initial_low_uid=new_low, initial_sync_complete=last, count_added=True))
             self.folder = replace(self.folder, initial_low_uid=new_low, initial_sync_complete=last)
-            return added, changed, int(synced)
+            return written.added, written.changed, int(written.message_count or 0)
 
         async for _batch, defects, (added, changed, synced) in self._pipeline(batches(), write):
             yield Step(f.name, "initial", added=added, changed=changed, defects=defects,
                        synced=synced, total=info.exists)
         f = self.folder
         if not f.initial_sync_complete:
-            await self.db.execute(
-                "UPDATE folders SET initial_low_uid = 1, initial_sync_complete = true WHERE id = $1", f.id)
+            await folder_store.complete_initial(self.db, f.id)
             self.folder = replace(f, initial_low_uid=1, initial_sync_complete=True)
 
     # --- reconcile: flags and deletes of the mirrored range ----------------------------
@@ -446,25 +320,23 @@ class FolderSync:
         now = self.now()
         if f.last_repair_at is not None and now - f.last_repair_at < REPAIR_INTERVAL:
             return None
-        uids = [r["uid"] for r in await self.db.fetch(
-            "SELECT uid FROM messages WHERE folder_id = $1 AND size_bytes IS NULL ORDER BY uid LIMIT $2",
-            f.id, self.batch_size)]
+        uids = await message_store.unreadable_uids(self.db, f.id, self.batch_size)
         if not uids:
             return None
-        metas, _defects = await self._fetch_meta(uids)  # counted when first stored
+        metas, _defects = await self.reader.fetch_meta(uids)  # counted when first stored
         readable = [m for m in metas if m.size_bytes is not None]
-        added, changed = await message_store.upsert(
-            self.db, f.account_id, f.id, readable, emit_events=True,
-            folder_set="last_repair_at = {}, message_count = message_count + {added}", folder_args=(now,))
+        written = await message_store.upsert(self.db, f.account_id, f.id, readable, emit_events=True,
+                                             folder=FolderUpdate(last_repair_at=now, count_added=True))
         self.folder = replace(self.folder, last_repair_at=now)
         log.info("folder %r: %d of %d unreadable row(s) read again", f.name, len(readable), len(uids))
-        return Step(f.name, "repair", added=added, changed=changed,
+        return Step(f.name, "repair", added=written.added, changed=written.changed,
                     detail=f"{len(readable)} of {len(uids)} unreadable row(s) read again")
 
     async def _reconcile(self) -> Step:
         """Flags and deletes of the mirrored range (see `mailbridge.sync.reconcile`)."""
-        outcome = await reconcile(self, prev_modseq=self.prev_modseq, flag_scan=self.flag_scan,
-                                  full=self.full_reconcile)
+        assert self.select_info is not None
+        outcome = await reconcile(self.db, self.reader, self.folder, self.select_info,
+                                  prev_modseq=self.prev_modseq, flag_scan=self.flag_scan, full=self.full_reconcile)
         return Step(self.folder.name, "reconcile", added=outcome.added, changed=outcome.changed,
                     removed=outcome.removed)
 
@@ -472,24 +344,9 @@ class FolderSync:
         f = self.folder
         info = self.select_info
         assert info is not None
-        synced = await self.db.fetchval(
-            """UPDATE folders SET uidnext = $2, highestmodseq = $3, server_message_count = $4,
-                   message_count = (SELECT count(*) FROM messages WHERE folder_id = $1),
-                   last_synced_at = now()
-               WHERE id = $1 RETURNING message_count""",
-            f.id, info.uidnext, info.highestmodseq, info.exists)
-        return Step(f.name, "done", synced=int(synced or 0), total=info.exists)
+        synced = await folder_store.finish_visit(self.db, f.id, info)
+        return Step(f.name, "done", synced=synced, total=info.exists)
 
 
-def _placeholder(uid: int, reason: str) -> MessageMeta:
-    """A row for a message whose FETCH response could not be parsed: the UID is real."""
-    return MessageMeta(uid=uid, flags=(), internal_date=None, size_bytes=None, message_id=None,
-                       subject=None, from_name=None, from_email=None, to_emails=(), cc_emails=(),
-                       sent_at=None, in_reply_to=None, references=(), modseq=None,
-                       defects=(f"unparseable FETCH response: {reason}",))
-
-
-async def folder_gone(exc: ImapCommandError) -> bool:
-    """True when a SELECT failure means the mailbox no longer exists."""
-    text = str(exc).lower()
-    return "nonexistent" in text or "doesn't exist" in text or "does not exist" in text or "not exist" in text
+__all__ = ["META_ITEMS", "META_ITEMS_MODSEQ", "REPAIR_INTERVAL", "Folder", "FolderParked",
+           "FolderSync", "Step", "load_folder", "load_folders", "parked_problem", "resume_command"]

@@ -27,16 +27,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from mailbridge.imap.models import FlagUpdate, MessageMeta
+from mailbridge.imap.models import FlagUpdate, MessageMeta, SelectInfo
 from mailbridge.imap.fetch import parse_fetch
 from mailbridge.imap.responses import parse_search, parse_vanished
 from mailbridge.imap.uidset import compress_uids
+from mailbridge.store import folders as folder_store
 from mailbridge.store import messages as message_store
-
-if TYPE_CHECKING:
-    from mailbridge.sync.folder import FolderSync
+from mailbridge.store.db import Db
+from mailbridge.store.folders import Folder
+from mailbridge.sync.fetching import FolderReader
 
 log = logging.getLogger(__name__)
 SCAN_CHUNK = 10_000  # UIDs per FETCH of a full flag scan
@@ -44,21 +44,26 @@ SCAN_CHUNK = 10_000  # UIDs per FETCH of a full flag scan
 
 @dataclass(frozen=True, slots=True)
 class ReconcileOutcome:
+    """What one reconcile changed in the mirror, and what it cost."""
+
     changed: int = 0
     removed: int = 0
     added: int = 0
     commands: int = 0  # IMAP commands this reconcile sent
 
 
-async def reconcile(fs: "FolderSync", *, prev_modseq: int | None, flag_scan: bool, full: bool) -> ReconcileOutcome:
-    """Bring flags and deletes of `fs.folder`'s mirrored range up to date (see module doc)."""
-    f = fs.folder
-    info = fs.select_info
-    assert info is not None and f.initial_low_uid is not None and f.synced_high_uid is not None
+async def reconcile(db: Db, reader: FolderReader, f: Folder, info: SelectInfo, *, prev_modseq: int | None,
+                    flag_scan: bool, full: bool) -> ReconcileOutcome:
+    """Bring flags and deletes of folder `f`'s mirrored range up to date (see module doc);
+    `info` is what this visit's SELECT saw, `reader` reads the selected folder.
+
+    Each write is one transaction; cancelled in between, the mirror is as after the last
+    one, and the next visit reconciles again."""
+    assert f.initial_low_uid is not None and f.synced_high_uid is not None
     low, high = f.initial_low_uid, f.synced_high_uid
     if high < low:
         return ReconcileOutcome()
-    session = fs.session
+    session = reader.session
     commands = 0
     flag_updates: list[FlagUpdate] = []
     vanished: list[int] | None = None
@@ -79,56 +84,54 @@ async def reconcile(fs: "FolderSync", *, prev_modseq: int | None, flag_scan: boo
         elif qresync:
             vanished = []  # nothing changed at all since we looked: no expunge either
     elif flag_scan or full:
-        flag_updates, scanned, n = await _scan_flags(fs, low, high)
+        flag_updates, scanned, n = await _scan_flags(db, reader, f.id, low, high)
         commands += n
         full_flags = True
 
     server_uids: set[int] | None = scanned if full_flags else None
     gone: list[int] = list(vanished or ())
     missing: list[int] = []
-    async with fs.db.transaction() as tx:
-        mirrored_count = int(await tx.fetchval(
-            "SELECT count(*) FROM messages WHERE folder_id = $1 AND uid BETWEEN $2 AND $3", f.id, low, high))
-    count_check = f.initial_sync_complete and not fs.retention_days and info.exists is not None
+    async with db.transaction() as tx:
+        mirrored_count = await message_store.count_between(tx, f.id, low, high)
+    count_check = f.initial_sync_complete and not reader.retention_days and info.exists is not None
     stale_possible = not count_check or mirrored_count - len(gone) != info.exists
     if full or (stale_possible and (vanished is None or count_check)):
         if server_uids is None:
-            server_uids = set(await fs._search(f"UID {low}:{high}"))
+            server_uids = set(await reader.search(f"UID {low}:{high}"))
             commands += 1
-        mirrored = set(await _mirrored_uids(fs, low, high))
+        mirrored = set(await _mirrored_uids(db, f.id, low, high))
         gone = sorted(mirrored - server_uids)
         missing = sorted(server_uids - mirrored)
     elif server_uids is not None:
-        mirrored = set(await _mirrored_uids(fs, low, high))
+        mirrored = set(await _mirrored_uids(db, f.id, low, high))
         gone = sorted(set(gone) | (mirrored - server_uids))
 
-    async with fs.db.transaction() as tx:
+    async with db.transaction() as tx:
         removed = await message_store.remove_uids(tx, f.account_id, f.id, gone)
         gone_set = set(gone)
         changed = await message_store.update_flags(tx, f.account_id, f.id,
                                                    [u for u in flag_updates if u.uid not in gone_set])
-        stamp = ", last_flag_scan_at = now()" if (full_flags or condstore) else ""
-        stamp += ", last_reconcile_at = now()" if (full or server_uids is not None) else ""
-        if stamp:
-            await tx.execute(f"UPDATE folders SET {stamp.lstrip(', ')} WHERE id = $1", f.id)
+        await folder_store.stamp_reconcile(tx, f.id, flags_scanned=full_flags or condstore,
+                                           uids_compared=full or server_uids is not None)
 
     added = 0
-    if missing and fs.retention_days:
-        response = await session.uid_search(f"UID {compress_uids(missing)}{fs._since()}")
+    if missing and reader.retention_days:
+        response = await session.uid_search(f"UID {compress_uids(missing)}{reader.retention_criterion()}")
         commands += 1
         keep = set(parse_search(response.lines))
         missing = [u for u in missing if u in keep]
     if missing:
         # UIDs inside the mirrored range the mirror lacks: should not happen; heal them
         log.warning("folder %r: %d server UIDs missing from the mirror; fetching them", f.name, len(missing))
-        metas, _ = await fs._fetch_meta(missing)
+        metas, _ = await reader.fetch_meta(missing)
         commands += 1
-        async with fs.db.transaction() as tx:
-            added, _ = await message_store.upsert(tx, f.account_id, f.id, metas, emit_events=True)
+        async with db.transaction() as tx:
+            added = (await message_store.upsert(tx, f.account_id, f.id, metas, emit_events=True)).added
     return ReconcileOutcome(changed=changed, removed=removed, added=added, commands=commands)
 
 
-async def _scan_flags(fs: "FolderSync", low: int, high: int) -> tuple[list[FlagUpdate], set[int], int]:
+async def _scan_flags(db: Db, reader: FolderReader, folder_id: int, low: int, high: int
+                      ) -> tuple[list[FlagUpdate], set[int], int]:
     """Every UID's flags in [low, high], fetched SCAN_CHUNK UIDs at a time so memory stays
     bounded: (the updates that differ from the mirror, the server's UIDs, commands sent)."""
     differ: list[FlagUpdate] = []
@@ -136,9 +139,9 @@ async def _scan_flags(fs: "FolderSync", low: int, high: int) -> tuple[list[FlagU
     commands = 0
     for lo in range(low, high + 1, SCAN_CHUNK):
         hi = min(high, lo + SCAN_CHUNK - 1)
-        response = await fs.session.uid_fetch(f"{lo}:{hi}", "(UID FLAGS)")
+        response = await reader.session.uid_fetch(f"{lo}:{hi}", "(UID FLAGS)")
         commands += 1
-        mirrored = await message_store.flags_between(fs.db, fs.folder.id, lo, hi)
+        mirrored = await message_store.flags_between(db, folder_id, lo, hi)
         for item in parse_fetch(response.lines):
             if isinstance(item, (FlagUpdate, MessageMeta)) and lo <= item.uid <= hi:
                 server.add(item.uid)
@@ -149,9 +152,9 @@ async def _scan_flags(fs: "FolderSync", low: int, high: int) -> tuple[list[FlagU
     return differ, server, commands
 
 
-async def _mirrored_uids(fs: "FolderSync", low: int, high: int) -> list[int]:
-    async with fs.db.transaction() as tx:
-        return await message_store.uids_between(tx, fs.folder.id, low, high)
+async def _mirrored_uids(db: Db, folder_id: int, low: int, high: int) -> list[int]:
+    async with db.transaction() as tx:
+        return await message_store.uids_between(tx, folder_id, low, high)
 
 
 __all__ = ["ReconcileOutcome", "reconcile"]

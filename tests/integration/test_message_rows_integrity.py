@@ -34,7 +34,7 @@ async def test_a_batch_for_a_removed_folder_writes_nothing(db):
     await db.execute("DELETE FROM folders WHERE id = $1", folder_id)
     with pytest.raises(FolderRemoved):
         await message_store.upsert(db, account_id, folder_id, [meta(1, "late")], emit_events=False,
-                                   folder_set="synced_high_uid = {}", folder_args=(1,))
+                                   folder=message_store.FolderUpdate(synced_high_uid=1))
     assert await counts(db, account_id) == (0, 0)
     assert await db.fetchval("SELECT count(*) FROM search_pending") == 0
     # the folder id with another account's id is no target either
@@ -107,7 +107,7 @@ async def test_any_text_round_trips_whatever_characters_it_holds(db):
     await store.upsert(db, account_id, folder_id, [meta(99, "")], emit_events=False)
     assert await db.fetchval("SELECT subject FROM messages WHERE folder_id = $1 AND uid = 99", folder_id) == ""
     await store.upsert(db, account_id, folder_id, [], emit_events=False,
-                       folder_set="synced_high_uid = {}", folder_args=(99,))
+                       folder=store.FolderUpdate(synced_high_uid=99))
     assert await db.fetchval("SELECT synced_high_uid FROM folders WHERE id = $1", folder_id) == 99
 
 
