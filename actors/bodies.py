@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 from actors.messages import FetchBody
 from mailbridge.aio.imap import ImapSession
 from mailbridge.errors import MessageGone, MessageTooLarge
 from mailbridge.imap.fetch import parse_body_fetch, parse_fetch
+from mailbridge.imap.models import MessageMeta
 from mailbridge.imap.responses import parse_select
+from mailbridge.store import folders as folder_store
+from mailbridge.store.db import Db
 
 
 def _too_large(size: int, limit: int) -> MessageTooLarge:
@@ -16,20 +17,18 @@ def _too_large(size: int, limit: int) -> MessageTooLarge:
                            size, limit)
 
 
-async def fetch_body(session: ImapSession, db: Any, req: FetchBody, selected: str | None,
-                     on_select: Callable[[str], None]) -> bytes:
+async def fetch_body(session: ImapSession, db: Db, req: FetchBody) -> bytes:
     """The message's raw source (``BODY.PEEK[]``: never sets \\Seen).
 
-    One command when its folder is `selected` already and its size is known from the
-    mirror; EXAMINE (read-only) first otherwise, reported through `on_select` as soon as
-    it is sent, so the caller always knows which mailbox the session has open.  Raises
+    One command when its folder is the session's selected mailbox already and its size
+    is known from the mirror; EXAMINE (read-only) first otherwise (`session.selected`
+    then names it, so the actor knows to select its own folder again).  Raises
     MessageGone (expunged, or the folder's UIDVALIDITY changed) or MessageTooLarge.
     """
-    if selected == req.folder_raw_name:
-        current = await db.fetchval("SELECT uidvalidity FROM folders WHERE id = $1", req.folder_id)
+    if session.selected == req.folder_raw_name:
+        current = await folder_store.get_uidvalidity(db, req.folder_id)
     else:
         response = await session.select(req.folder_raw_name, readonly=True)
-        on_select(req.folder_raw_name)
         current = parse_select(response.lines_and_text).uidvalidity
     if req.uidvalidity is not None and current != req.uidvalidity:
         raise MessageGone(f"the folder was reset on the server (UIDVALIDITY changed); UID {req.uid} is gone")
@@ -37,7 +36,7 @@ async def fetch_body(session: ImapSession, db: Any, req: FetchBody, selected: st
     if size is None:
         sized = await session.uid_fetch(str(req.uid), "(UID RFC822.SIZE)")
         size = next((m.size_bytes for m in parse_fetch(sized.lines)
-                     if getattr(m, "uid", None) == req.uid and getattr(m, "size_bytes", None) is not None), None)
+                     if isinstance(m, MessageMeta) and m.uid == req.uid and m.size_bytes is not None), None)
         if size is None:
             raise MessageGone(f"message UID {req.uid} is no longer on the server")
     if size > req.max_bytes:

@@ -9,12 +9,12 @@ either way (see `mailbridge.store.search`); the index only makes it fast.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import trio
 
 from mailbridge.errors import DatabaseError
 from mailbridge.store import search as search_store
+from mailbridge.store.db import Db
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ DUTY = 0.5            # at most this share of the time indexing while a backlog 
 RETRY_AFTER = 5.0     # seconds after a database error
 
 
-async def drain(db: Any, *, batch: int = BATCH) -> int:
+async def drain(db: Db, *, batch: int = BATCH) -> int:
     """Index everything queued now; returns how many ids were taken.  Cancelled, it
     stops after the statement in flight commits or rolls back (no partial batch)."""
     total = 0
@@ -35,8 +35,8 @@ async def drain(db: Any, *, batch: int = BATCH) -> int:
             return total
 
 
-async def run_indexer(db: Any, *, batch: int = BATCH, idle_poll: float = IDLE_POLL, duty: float = DUTY,
-                      task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def run_indexer(db: Db, *, batch: int = BATCH, idle_poll: float = IDLE_POLL, duty: float = DUTY,
+                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Index queued documents until cancelled.
 
     While a backlog drains it works at most `duty` of the time (it sleeps as long as a

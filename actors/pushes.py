@@ -58,7 +58,7 @@ class NotifyPushes:
             _add(out, folder)
         return tuple(out)
 
-    def note(self, lines: Sequence[bytes], *, but: Folder | None = None) -> None:
+    def note(self, lines: Sequence[bytes | bytearray], *, but: Folder | None = None) -> None:
         """Keep the folders the push lines among `lines` name (`but`: the folder whose own
         STATUS answer they are) for `take`."""
         if self.active and lines:

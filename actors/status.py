@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from mailbridge.errors import MailbridgeError
+
 # Actor states (what the actor is doing; the account's health is a separate field)
 STARTING = "starting"      # spawned, taking the lock
 STANDBY = "standby"        # another process holds the lock; retrying
@@ -24,6 +26,15 @@ STATES = (STARTING, STANDBY, CONNECTING, SYNCING, IDLE, BACKOFF, PARKED, STOPPED
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error as `last_error` and the logs show it: our errors by their message (it says
+    what and how to fix it), anything else with its type name in front."""
+    text = str(exc)
+    if isinstance(exc, MailbridgeError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +82,18 @@ class ActorStatus:
         others = tuple(p for p in self.folders if p.name != progress.name)
         return self.evolve(folder=progress.name, folders=tuple(sorted(others + (progress,), key=lambda p: p.name)))
 
+    def after_step(self, folder: str, phase: str, synced: int, total: int | None) -> "ActorStatus":
+        """A new snapshot with a folder's progress after one sync step: a step that does not
+        say how many rows are mirrored keeps the last count; `synced_at` moves on 'done'."""
+        previous = next((p for p in self.folders if p.name == folder), None)
+        if phase != "done" and not synced:
+            synced = previous.synced if previous else 0
+        synced_at = _now() if phase == "done" else (previous.synced_at if previous else None)
+        return self.with_folder(FolderProgress(folder, phase, synced, total, synced_at))
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key in self.__slots__:  # type: ignore[attr-defined]
+        for key in self.__slots__:
             value = getattr(self, key)
             if isinstance(value, datetime):
                 value = value.isoformat()
@@ -84,5 +104,5 @@ class ActorStatus:
         return out
 
 
-__all__ = ["ActorStatus", "FolderProgress", "STATES", "BACKOFF", "CONNECTING", "IDLE", "PARKED",
+__all__ = ["ActorStatus", "FolderProgress", "describe_error", "STATES", "BACKOFF", "CONNECTING", "IDLE", "PARKED",
            "STANDBY", "STARTING", "STOPPED", "SYNCING"]

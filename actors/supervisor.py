@@ -31,9 +31,9 @@ from typing import Any, AsyncContextManager, Callable, Protocol, Sequence
 import trio
 
 from actors import status as st
-from actors.account import AccountActor, root_cause
+from actors.account import AccountActor
 from actors.registry import Registry
-from mailbridge.errors import DatabaseError, MailbridgeError
+from mailbridge.errors import DatabaseError, MailbridgeError, root_cause
 from mailbridge.imap.throttle import Throttle
 from mailbridge.store.accounts import Account
 
@@ -137,9 +137,7 @@ def _cancellation_only(exc: BaseException, account_id: int) -> BaseException:
     if cancelled is None or errors is None:
         return exc
     for error in errors.exceptions:
-        cause = root_cause(error)
-        log.info("account %d: while stopping: %s", account_id,
-                 str(cause) if isinstance(cause, MailbridgeError) else f"{type(cause).__name__}: {cause}")
+        log.info("account %d: while stopping: %s", account_id, st.describe_error(root_cause(error)))
     return cancelled
 
 
@@ -279,7 +277,7 @@ class Supervisor:
                         delay, why = self._next_start(child, failures)
                         child.restarts += 1
                         retry_at = datetime.now(timezone.utc) + timedelta(seconds=delay)
-                        text = str(cause) if isinstance(cause, MailbridgeError) else f"{type(cause).__name__}: {cause}"
+                        text = st.describe_error(cause)
                         log.warning("account %d: actor crashed (%s); restart %d in %.1f s%s", account.id, text,
                                     child.restarts, delay, why)
                         if not isinstance(cause, MailbridgeError):

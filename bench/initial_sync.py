@@ -3,9 +3,9 @@
 Starts a private Dovecot, writes N generated messages into INBOX of a fresh user (Maildir,
 no APPEND, from a child process so that this one's peak RSS is the sync's), creates a throwaway database (on --dsn / DATABASE_URL_TEST, else an embedded
 Postgres in a temp dir), migrates it, adds the account, then runs the same code path as
-`mailbridge sync --once` (`sync_everything` over `ImapSession`, throttle out of the way).
+`mailbridge sync --once` (`AccountActor.run_once`, throttle out of the way).
 
-It prints N, seconds and msgs/s (whole `sync_everything`, and the initial-sync phase
+It prints N, seconds and msgs/s (whole `run_once`, and the initial-sync phase
 alone), the time to build the search documents afterwards (`serve`'s indexer does that
 beside the sync), the process's peak RSS (``ru_maxrss``) and the RSS sampled from /proc/self/status
 during the run, and, as the baseline, the time of a bare-socket ``UID FETCH 1:*`` of the
@@ -156,15 +156,14 @@ def bare_fetch(host: str, port: int, username: str, password: str, mailbox: str 
 async def timed_sync(server_dsn: str, dovecot, user, args) -> dict:
     from actors.indexer import drain
     from mailbridge.aio.db import Database
-    from mailbridge.aio.imap import ImapSession
-    from mailbridge.accountops import endpoint_of
     from mailbridge.config import Settings
     from mailbridge.imap.throttle import Throttle
     from mailbridge.secrets import Cipher, generate_key
     from mailbridge.store import accounts as account_store
     from mailbridge.store.accounts import NewAccount
     from mailbridge.store.migrations import migrate
-    from mailbridge.sync.account import sync_everything
+    from actors.account import AccountActor, ActorDeps
+    from actors.registry import Registry
 
     name = f"mb_bench_{secrets.token_hex(4)}"
     await execute_once(server_dsn, f'CREATE DATABASE "{name}"')
@@ -200,12 +199,12 @@ async def timed_sync(server_dsn: str, dovecot, user, args) -> dict:
                 rss_before = rss_kb()
                 cpu_start = time.process_time()
                 start = time.perf_counter()
-                async with ImapSession.open(endpoint_of(account), user.password,
-                                            timeout=settings.imap_timeout,
-                                            connect_timeout=settings.connect_timeout,
-                                            gate=Throttle(settings.commands_per_minute)) as session:
-                    totals = await sync_everything(db, session, account_id, settings,
-                                                   account.excluded_folders, on_step=on_step)
+                # the path `sync --once` runs: the actor's lock, login and one complete cycle
+                deps = ActorDeps(db=db, settings=settings, registry=Registry(), owner="bench")
+                once = await AccountActor(account, deps, throttle=Throttle(settings.commands_per_minute),
+                                          on_step=on_step).run_once()
+                assert once.outcome is not None, once.problem
+                totals = once.outcome.totals
                 end = time.perf_counter()
                 cpu = time.process_time() - cpu_start
                 nursery.cancel_scope.cancel()
@@ -344,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"run {i + 1}: N={n} batch={args.batch_size} stored={r['stored']} batches={r['batches']} "
                     f"defects={r['defects']}\n"
-                    f"  sync_everything {r['seconds']:.2f} s = {n / r['seconds']:,.0f} msgs/s; "
+                    f"  run_once {r['seconds']:.2f} s = {n / r['seconds']:,.0f} msgs/s; "
                     f"initial phase {r['initial_seconds']:.2f} s = {n / r['initial_seconds']:,.0f} msgs/s"
                     + (f"; reconcile {r['reconcile_seconds']:.2f} s" if r["reconcile_seconds"] is not None else "")
                     + f"; this process's CPU {r['cpu_seconds']:.2f} s ({r['cpu_seconds'] / n * 1e6:.0f} us/msg)"

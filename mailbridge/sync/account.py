@@ -1,14 +1,14 @@
 """One account's sync over one session: discover folders, then bring them up to date.
 
-Used by the AccountActor (a cycle at a time, yielding between batches) and by
-`mailbridge sync --once` (everything, then exit).
+The AccountActor's visits (`actors.visits`) run these, for `serve` a cycle at a time
+and for `sync --once` one complete cycle.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncGenerator
 
 from mailbridge.aio.imap import ImapSession
 from mailbridge.config import Settings
@@ -51,7 +51,7 @@ async def discover(db: Any, session: ImapSession, account_id: int,
 
 
 async def sync_folder_steps(db: Any, session: ImapSession, folder: Folder, settings: Settings, *,
-                            flag_scan: bool = True, full_reconcile: bool = False) -> AsyncIterator[Step]:
+                            flag_scan: bool = True, full_reconcile: bool = False) -> AsyncGenerator[Step, None]:
     """The steps of one folder's sync; a vanished folder ends with a 'gone' step.
 
     Every visit brings in new mail and runs the cheap change checks of
@@ -71,30 +71,3 @@ async def sync_folder_steps(db: Any, session: ImapSession, folder: Folder, setti
             yield Step(folder.name, "gone", detail=str(exc))
             return
         raise
-
-
-async def sync_everything(db: Any, session: ImapSession, account_id: int, settings: Settings,
-                          excluded_names: tuple[str, ...] | None,
-                          on_step: Callable[[Step], None] | None = None) -> SyncTotals:
-    """Discover, then bring every included folder fully up to date (initial sync too).
-
-    As an actor's cycle: a folder the server refuses (NO/BAD) or a parked one goes into
-    `problems` and the other folders go on; a lost connection raises."""
-    totals = SyncTotals()
-    await session.enable("QRESYNC", "CONDSTORE")
-    folders = await discover(db, session, account_id, excluded_names)
-    for folder in folders:
-        if folder.excluded:
-            continue
-        totals.folders += 1
-        try:
-            async for step in sync_folder_steps(db, session, folder, settings):
-                totals.add(step)
-                if step.phase == "parked":
-                    totals.problems.append(parked_problem(account_id, step.folder))
-                if on_step is not None:
-                    on_step(step)
-        except ImapCommandError as exc:
-            log.warning("account %d: folder %r: %s", account_id, folder.name, exc)
-            totals.problems.append(f"folder {folder.name!r}: {exc}")
-    return totals

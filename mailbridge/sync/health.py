@@ -31,6 +31,10 @@ Transitions, by event (`Event.kind`):
 - ``error``: → degraded (a crash the supervisor will retry)
 - ``disabled`` / ``over_limit``: → that state, from anywhere
 
+A one-off run (`sync --once`) starts from the account's stored state (`resumed`), so a
+routine run that changes nothing writes nothing; from ``auth_failed`` (which only a new
+start leaves) and from anything unknown it starts at ``starting``.
+
 The time a state was entered (`since`) is kept when an event leaves the state as it is,
 so "healthy since 09:14" means exactly that.  Only a change of state or reason makes a
 new `HealthState` with a new `since`.
@@ -88,6 +92,17 @@ def initial(now: datetime) -> HealthState:
     return HealthState(Health.STARTING, None, now)
 
 
+def resumed(health: str, reason: str | None, since: datetime) -> HealthState:
+    """The state a one-off run starts from (see the module doc)."""
+    try:
+        stored = Health(health)
+    except ValueError:
+        stored = Health.STARTING
+    if stored is Health.AUTH_FAILED or stored is Health.STARTING:
+        return HealthState(Health.STARTING, None, since)
+    return HealthState(stored, reason, since)
+
+
 def _target(state: HealthState, event: Event) -> tuple[Health, str | None]:
     h = state.health
     kind = event.kind
@@ -120,4 +135,4 @@ def advance(state: HealthState, event: Event, now: datetime) -> HealthState:
     return HealthState(health, reason, now)
 
 
-__all__ = ["EVENT_KINDS", "Event", "Health", "HealthState", "advance", "initial"]
+__all__ = ["EVENT_KINDS", "Event", "Health", "HealthState", "advance", "initial", "resumed"]

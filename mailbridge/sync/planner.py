@@ -15,24 +15,29 @@ check).  What costs more is planned here, per tick (``MAILBRIDGE_POLL_SECONDS``)
   or two, at one command per folder;
 - **flag scans** (servers without CONDSTORE only: flags of every mirrored UID):
   priority folders on every visit; of the others, the ``scans_per_tick`` least recently
-  scanned each tick, so none waits longer than ``flag_scan_every`` when the account
-  has few enough folders for the spare capacity, and the most overdue go first when
-  it has not;
+  scanned each tick, and more when that rate could not scan each of them within
+  ``flag_scan_every`` (``MAILBRIDGE_FLAG_SCAN_HOURS``): then the overdue ones, most
+  overdue first, up to the rate that can (``ceil(folders × tick / flag_scan_every)``);
 - **full reconciles** (``UID SEARCH`` diff and flags, whatever the server offers, as a
   safety net): when due (``reconcile_every`` since the last, plus a fixed per-folder
   jitter of up to ``reconcile_jitter`` so folders do not come due together), one per
   tick, priority folders first.
 
 Excluded and parked folders are never planned.
+
+Two other plans share the vocabulary: a **light** cycle (half way between ticks: only
+the folders still in their initial sync, and STATUS checks of the steady ones), and a
+**complete** one (`sync --once`: every included folder, flags scanned, to the end).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Sequence
 
-from mailbridge.sync.folder import Folder
+from mailbridge.store.folders import Folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +83,8 @@ def _rotate(items: list[Folder], offset: int, take: int) -> tuple[list[Folder], 
 def plan_cycle(folders: Sequence[Folder], *, now: datetime, offset: int = 0, status_offset: int = 0,
                folders_per_tick: int = 5, status_per_tick: int = 50, scans_per_tick: int = 2,
                condstore: bool = False, reconcile_every: timedelta = timedelta(hours=6),
-               reconcile_jitter: timedelta = timedelta(minutes=15)) -> CyclePlan:
+               reconcile_jitter: timedelta = timedelta(minutes=15), tick: timedelta = timedelta(seconds=60),
+               flag_scan_every: timedelta = timedelta(hours=6)) -> CyclePlan:
     """The visits (priority first, then by name) and STATUS checks of this tick."""
     eligible = [f for f in folders if not f.excluded and not f.parked]
     priority = [f for f in eligible if f.is_priority]
@@ -93,9 +99,8 @@ def plan_cycle(folders: Sequence[Folder], *, now: datetime, offset: int = 0, sta
     for f in visits:
         work.setdefault(f.id, FolderWork(f))
 
-    if not condstore and scans_per_tick > 0:
-        never = datetime.min.replace(tzinfo=now.tzinfo)
-        for f in sorted(steady, key=lambda f: (f.last_flag_scan_at or never, f.name))[:scans_per_tick]:
+    if not condstore:
+        for f in flag_scans(steady, now=now, per_tick=scans_per_tick, tick=tick, every=flag_scan_every):
             work[f.id] = FolderWork(f, flag_scan=True)
 
     due = [f for f in priority + steady
@@ -110,6 +115,39 @@ def plan_cycle(folders: Sequence[Folder], *, now: datetime, offset: int = 0, sta
     return CyclePlan(ordered, tuple(checks), next_offset, next_status_offset)
 
 
+def flag_scans(steady: Sequence[Folder], *, now: datetime, per_tick: int, tick: timedelta,
+               every: timedelta) -> list[Folder]:
+    """The steady non-priority folders to flag-scan this tick, least recently scanned first:
+    `per_tick` of them, and beyond that the overdue ones (never scanned, or not within
+    `every`) up to the rate that scans each folder within `every` (every folder, when
+    `every` is not longer than a tick)."""
+    never = datetime.min.replace(tzinfo=now.tzinfo)
+    ordered = sorted(steady, key=lambda f: (f.last_flag_scan_at or never, f.name))
+    needed = len(ordered) if every <= tick else math.ceil(len(ordered) * (tick / every))
+    chosen = ordered[:per_tick]
+    for f in ordered[len(chosen):needed]:
+        if f.last_flag_scan_at is not None and now - f.last_flag_scan_at < every:
+            break  # sorted: the rest were scanned more recently still
+        chosen.append(f)
+    return chosen
+
+
+def plan_light(full: CyclePlan, folders: Sequence[Folder], *, status_per_tick: int) -> CyclePlan:
+    """A light cycle, from the `full` plan of the same moment: only its visits of folders
+    still in their initial sync, and STATUS checks of the steady non-priority folders (up
+    to `status_per_tick`); the rotations do not advance."""
+    work = tuple(w for w in full.work if not w.folder.initial_sync_complete)
+    checks = tuple(f for f in folders if f.initial_sync_complete and not f.is_priority
+                   and not f.excluded and not f.parked)[:status_per_tick]
+    return CyclePlan(work, checks, full.next_offset, full.next_status_offset)
+
+
+def plan_complete(folders: Sequence[Folder]) -> CyclePlan:
+    """`sync --once`: every included folder in the given order, flags scanned; a parked one
+    is visited too (its visit only reports that it is parked)."""
+    return CyclePlan(tuple(FolderWork(f, flag_scan=True) for f in folders if not f.excluded), (), 0, 0)
+
+
 def status_changed(folder: Folder, *, messages: int | None, uidnext: int | None, uidvalidity: int | None,
                    highestmodseq: int | None, stored_messages: int | None) -> bool:
     """Whether a STATUS answer differs from what the mirror stored at the last visit."""
@@ -122,4 +160,5 @@ def status_changed(folder: Folder, *, messages: int | None, uidnext: int | None,
     return highestmodseq is not None and highestmodseq != folder.highestmodseq
 
 
-__all__ = ["CyclePlan", "FolderWork", "jitter_of", "plan_cycle", "reconcile_due", "status_changed"]
+__all__ = ["CyclePlan", "FolderWork", "flag_scans", "jitter_of", "plan_complete", "plan_cycle", "plan_light",
+           "reconcile_due", "status_changed"]

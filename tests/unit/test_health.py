@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mailbridge.sync.health import Event, Health, advance, initial
+from mailbridge.sync.health import Event, Health, HealthState, advance, initial, resumed
 
 T0 = datetime(2026, 11, 29, 9, 0, tzinfo=timezone.utc)
 
@@ -58,3 +58,14 @@ def test_unreachable_standby_and_limits():
 def test_unknown_events_are_refused():
     with pytest.raises(ValueError):
         Event("exploded")
+
+
+def test_a_one_off_run_resumes_the_stored_state_except_auth_failed():
+    since = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    healthy = resumed("healthy", None, since)
+    assert healthy == HealthState(Health.HEALTHY, None, since)
+    # a routine cycle of a healthy account changes nothing, so nothing is written
+    assert advance(advance(healthy, Event("cycle_started"), since), Event("cycle_done"), since) is healthy
+    assert resumed("auth_failed", "wrong password", since).health is Health.STARTING
+    assert resumed("no such state", None, since).health is Health.STARTING
+    assert resumed("degraded", "folder 'X' parked", since).reason == "folder 'X' parked"

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
-from mailbridge.sync.folder import Folder
-from mailbridge.sync.planner import jitter_of, plan_cycle, status_changed
-
-NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
-
-
-def folder(fid: int, name: str, *, priority=False, complete=True, excluded=False, parked=False,
-           scanned=None, reconciled=NOW, uidnext=10, modseq=None) -> Folder:
-    return Folder(id=fid, account_id=1, name=name, raw_name=name, uidvalidity=5, uidnext=uidnext,
-                  highestmodseq=modseq, initial_top_uid=9, initial_low_uid=1, synced_high_uid=9,
-                  initial_sync_complete=complete, is_priority=priority, excluded=excluded, parked=parked,
-                  uidvalidity_resets=(), last_reconcile_at=reconciled, last_flag_scan_at=scanned)
+from mailbridge.sync.planner import jitter_of, plan_complete, plan_cycle, plan_light, status_changed
+from tests.support.folders import NOW, folder
 
 
 def names(plan):
@@ -80,3 +70,38 @@ def test_status_changed():
     assert status_changed(f, **{**same, "highestmodseq": 78})
     assert status_changed(f, **{**same, "uidvalidity": 6})
     assert not status_changed(f, **{**same, "highestmodseq": None})
+
+
+def test_flag_scan_hours_raise_the_rate_until_every_folder_is_scanned_in_time():
+    """MAILBRIDGE_FLAG_SCAN_HOURS: beyond the per-tick scans, overdue folders are scanned at
+    the rate that scans each within the interval; folders scanned within it wait."""
+    folders = [folder(10 + i, f"F{i}", scanned=NOW - timedelta(hours=2, minutes=i)) for i in range(30)]
+    scanned = lambda plan: sorted(w.folder.name for w in plan.work if w.flag_scan)  # noqa: E731
+
+    # 30 folders, 60 s ticks, every 6 h: 2 a tick suffice (the default), the oldest first
+    default = plan_cycle(folders, now=NOW, scans_per_tick=2, flag_scan_every=timedelta(hours=6))
+    assert scanned(default) == ["F28", "F29"]
+    # every hour: all 30 are overdue, and one hour has 60 ticks: ceil(30 / 60) = 1 < 2, still 2
+    assert scanned(plan_cycle(folders, now=NOW, scans_per_tick=2, flag_scan_every=timedelta(hours=1))) == ["F28", "F29"]
+    # every 10 minutes (10 ticks): 3 a tick, the overdue ones
+    assert len(scanned(plan_cycle(folders, now=NOW, scans_per_tick=2,
+                                  flag_scan_every=timedelta(minutes=10)))) == 3
+    # no per-tick scans: only overdue folders, at the needed rate; none overdue, none scanned
+    assert len(scanned(plan_cycle(folders, now=NOW, scans_per_tick=0, flag_scan_every=timedelta(hours=1)))) == 1
+    assert scanned(plan_cycle(folders, now=NOW, scans_per_tick=0, flag_scan_every=timedelta(hours=6))) == []
+    # an interval no longer than a tick: every folder, every tick
+    assert len(scanned(plan_cycle(folders, now=NOW, scans_per_tick=0, tick=timedelta(seconds=60),
+                                  flag_scan_every=timedelta(seconds=30)))) == 30
+    # with CONDSTORE nothing is scanned whatever the interval
+    assert scanned(plan_cycle(folders, now=NOW, condstore=True, flag_scan_every=timedelta(0))) == []
+
+
+def test_light_and_complete_plans():
+    folders = [folder(1, "INBOX", priority=True), folder(2, "New", complete=False),
+               folder(3, "Trash", excluded=True), folder(4, "Old", parked=True), folder(5, "F0")]
+    full = plan_cycle(folders, now=NOW, condstore=True)
+    light = plan_light(full, folders, status_per_tick=50)
+    assert names(light) == ["New"] and [f.name for f in light.status_checks] == ["F0"]
+    complete = plan_complete(folders)
+    assert names(complete) == ["INBOX", "New", "Old", "F0"]  # the parked one reports itself parked
+    assert all(w.flag_scan and not w.full_reconcile for w in complete.work)

@@ -1,0 +1,213 @@
+"""Watching an account between cycles: IMAP IDLE on INBOX, NOTIFY for the other folders,
+and the request mailbox, until something needs the actor.  No syncing happens here:
+`Watch.next_event` returns what to do as a typed event, and the actor does it.
+
+=================  ===========================================================
+event              when
+=================  ===========================================================
+`Push`             the server announced (IDLE, NOTIFY) or a check found a change:
+                   INBOX and/or other folders to visit
+`Arrived`          a request reached the mailbox
+`Due`              the deadline (the next cycle) came
+=================  ===========================================================
+
+Before each IDLE, INBOX is made current.  Still selected: a NOOP collects what the
+server queued since (flag changes included).  Otherwise SELECT and compare UIDNEXT,
+EXISTS and HIGHESTMODSEQ with what the last visit stored; without CONDSTORE that cannot
+show flag changes made since INBOX was last scanned, so it is scanned first (at most
+every `INBOX_RESCAN` seconds).  Where the server offers NOTIFY it is set once per session,
+so a change in any other included folder ends the IDLE too; NOTIFY's STATUS pushes that
+came inside other commands' responses are returned first.  News sent while a push visit
+ran came inside that visit's responses, where nothing reads it: so after a push visit,
+the visited folders are compared with the server once more (INBOX by SELECT, the others
+by STATUS), once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Sequence
+
+import trio
+
+from actors.mailbox import RequestMailbox
+from actors.messages import Request
+from actors.pushes import NOTIFY_EVENTS, NotifyPushes, Pushed
+from mailbridge.aio.imap import ImapSession
+from mailbridge.errors import ImapCommandError
+from mailbridge.imap.responses import parse_exists_expunge, parse_select
+from mailbridge.store import folders as folder_store
+from mailbridge.store.db import Db
+from mailbridge.store.folders import Folder
+
+log = logging.getLogger(__name__)
+
+INBOX_RESCAN = 5.0  # least seconds between INBOX flag scans before IDLE (servers without CONDSTORE)
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """Folders to visit now.  `folders` holds None for a mailbox no folder row knows yet
+    (a light cycle's LIST finds it); `recheck`: compare them with the server once more
+    after the visit."""
+
+    inbox: bool
+    folders: tuple[Pushed, ...] = ()
+    why: str = "server push"
+    recheck: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Arrived:
+    """A request to answer."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """The deadline passed."""
+
+
+WatchEvent = Push | Arrived | Due
+StatusCheck = Callable[[Sequence[Folder]], Awaitable[list[Folder]]]
+
+
+class Watch:
+    """One session's watching state (see the module doc).  The actor tells it what each
+    cycle found (`inbox`) and what each push visit did (`inbox_visited`, `visited`)."""
+
+    def __init__(self, db: Db, account_id: int, mailbox: RequestMailbox, pushes: NotifyPushes, *,
+                 idle_seconds: float, check_status: StatusCheck, on_idle: Callable[[str], None]) -> None:
+        self.db = db
+        self.account_id = account_id
+        self.mailbox = mailbox
+        self.pushes = pushes
+        self.idle_seconds = idle_seconds
+        self.check_status = check_status  # the folders among these whose STATUS changed
+        self.on_idle = on_idle  # told what it idles on, for the status
+        self.inbox: Folder | None = None  # the folder to IDLE on (INBOX, when included)
+        self._idle_refused = False
+        self._notify_refused = False
+        self._inbox_recheck = False
+        self._recheck: list[Folder] = []
+        self._inbox_scanned_at = float("-inf")  # trio time of INBOX's last flag scan
+
+    # --- what the actor reports ----------------------------------------------------------
+
+    def inbox_visited(self, *, scanned: bool, recheck: bool) -> None:
+        """INBOX was visited (`scanned`: its flags too); `recheck` it before the next IDLE."""
+        if scanned:
+            self._inbox_scanned_at = trio.current_time()
+        self._inbox_recheck = recheck
+
+    def visited(self, folder: Folder) -> None:
+        """A folder a push named was visited: compare its STATUS once before the next IDLE."""
+        if all(f.id != folder.id for f in self._recheck):
+            self._recheck.append(folder)
+
+    # --- the watch -----------------------------------------------------------------------
+
+    async def next_event(self, session: ImapSession, deadline: float) -> WatchEvent:
+        """Wait for the next event, at the latest `deadline` (then `Due`).  Cancellable:
+        an IDLE in progress is ended by the session."""
+        while trio.current_time() < deadline:
+            if self.inbox is None or not session.has("IDLE") or self._idle_refused:
+                with trio.move_on_at(deadline):
+                    return Arrived(await self.mailbox.receive())
+                break
+            event = await self._before_idle(session)
+            if event is None and self.inbox is None:
+                continue  # INBOX vanished: wait for requests until the next cycle
+            if event is None:
+                until = min(deadline, trio.current_time() + self.idle_seconds)
+                self.on_idle("idling on INBOX (IMAP IDLE"
+                             + (", NOTIFY for the other folders)" if self.pushes.active else ")"))
+                event = await self._idle_until(session, until)
+            if event is not None:
+                return event
+        return Due()
+
+    async def _before_idle(self, session: ImapSession) -> WatchEvent | None:
+        """A Push when something is to visit before IDLE; None to IDLE now."""
+        if await self._ensure_notify(session):
+            self.pushes.note(session.take_pushes())
+        pending = self.pushes.take()
+        if pending:
+            return Push(False, pending, why="NOTIFY")
+        inbox = self.inbox
+        assert inbox is not None
+        if session.selected == inbox.raw_name and not self._inbox_recheck:
+            if parse_exists_expunge((await session.noop()).lines).changed:
+                return Push(True, why="news before IDLE")
+            return None
+        if not session.condstore and trio.current_time() - self._inbox_scanned_at > INBOX_RESCAN:
+            return Push(True, why="flag scan before IDLE")
+        self._inbox_recheck = False
+        info = parse_select((await session.select(inbox.raw_name, condstore=True)).lines_and_text)
+        stored = await folder_store.get_idle_state(self.db, inbox.id)
+        if stored is None:
+            self.inbox = None  # gone: the next cycle's LIST says what became of it
+            return None
+        if (info.uidnext != stored.uidnext or info.exists != stored.server_message_count
+                or (info.highestmodseq is not None and info.highestmodseq != stored.highestmodseq)):
+            return Push(True, why="changed while not idling", recheck=False)
+        if self._recheck:
+            folders, self._recheck = self._recheck, []
+            fresh = [f for f in [await folder_store.load_folder(self.db, f.id) for f in folders]
+                     if f is not None and not f.excluded and not f.parked]
+            changed = await self.check_status(fresh)
+            if changed:
+                return Push(False, tuple(changed), why="changed during a push visit", recheck=False)
+        return None
+
+    async def _ensure_notify(self, session: ImapSession) -> bool:
+        """NOTIFY set for the session (once) where the server offers and accepts it, and
+        `pushes` watching the account's current folders; False without NOTIFY."""
+        if self._notify_refused or not session.has("NOTIFY"):
+            return False
+        folders = await folder_store.load_folders(self.db, self.account_id)
+        if not session.notifying and not await session.notify(NOTIFY_EVENTS):
+            # Dovecot without mailbox list indexes answers NO [NOTIFICATIONOVERFLOW]
+            log.info("account %d: the server refused NOTIFY; folders other than INBOX are checked "
+                     "every cycle instead", self.account_id)
+            self._notify_refused = True
+            return False
+        self.pushes.watch(folders)
+        return True
+
+    async def _idle_until(self, session: ImapSession, until: float) -> WatchEvent | None:
+        """IDLE until a push that matters (Push), a request (Arrived) or `until` (None).
+        A server refusing IDLE is remembered: the watch polls instead from then on."""
+        result: WatchEvent | None = None
+        try:
+            async with session.idle() as stream, trio.open_nursery() as nursery:
+                nursery.cancel_scope.deadline = until
+
+                async def pushes() -> None:
+                    nonlocal result
+                    while True:
+                        push = parse_exists_expunge(await stream.next_push())
+                        elsewhere = self.pushes.folders_in(push)
+                        if push.changed or elsewhere:
+                            result = Push(push.changed, elsewhere)
+                            nursery.cancel_scope.cancel()
+                            return
+
+                async def requests() -> None:
+                    nonlocal result
+                    result = Arrived(await self.mailbox.receive())
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(pushes)
+                nursery.start_soon(requests)
+        except ImapCommandError as exc:
+            if exc.command != "IDLE":
+                raise
+            log.warning("account %d: IDLE refused (%s); polling instead", self.account_id, exc)
+            self._idle_refused = True
+        return result
+
+
+__all__ = ["Arrived", "Due", "INBOX_RESCAN", "Push", "Watch", "WatchEvent"]
