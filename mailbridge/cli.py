@@ -13,29 +13,14 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from mailbridge import __version__
+from mailbridge import __version__, demo, runtime
 from mailbridge.config import Settings, load_settings
-from mailbridge.errors import (
-    AccountLimitReached,
-    AccountNotFound,
-    ConfigError,
-    DatabaseUnavailable,
-    ImapError,
-    InvalidInput,
-    MailbridgeError,
-    MigrationError,
-)
+from mailbridge.context import Context
+from mailbridge.errors import ConfigError, InvalidInput, MailbridgeError
 
 log = logging.getLogger("mailbridge")
-
-
-@dataclass(frozen=True, slots=True)
-class Context:
-    settings: Settings
-    dsn: str
 
 
 class UsageError(MailbridgeError):
@@ -80,25 +65,47 @@ def _read_password(args: argparse.Namespace, interactive: bool) -> str:
     raise UsageError("no password given: pass --password-stdin and write it to standard input")
 
 
+def _is_interactive(args: argparse.Namespace) -> bool:
+    """`accounts add` asks for what is missing: on a terminal, unless --password-stdin."""
+    return sys.stdin.isatty() and not args.password_stdin
+
+
+def _given_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "email": args.email, "host": args.host, "port": args.port, "tls": args.tls,
+        "username": args.username, "verify_certificate": not args.insecure_skip_verify,
+    }
+
+
+def check_accounts_add(args: argparse.Namespace) -> None:
+    """Without a terminal, the arguments alone must describe the account: UsageError
+    (exit 2) for a missing --email, --host or --password-stdin, InvalidInput (exit 1) for
+    a malformed field.  Runs before anything is read or written."""
+    if _is_interactive(args):
+        return
+    from mailbridge.accountops import validate
+
+    fields = _given_fields(args)
+    missing = [f"--{k}" for k in ("email", "host") if not fields[k]]
+    if missing:
+        raise UsageError(f"missing {', '.join(missing)} (or run `mailbridge accounts add` on a terminal)")
+    if not args.password_stdin:
+        raise UsageError("no password given: pass --password-stdin and write it to standard input")
+    validate(fields)
+
+
 async def cmd_accounts_add(ctx: Context, args: argparse.Namespace) -> int:
     from mailbridge.accountops import DEFAULT_PORTS, add_account, validate
     from mailbridge.aio.db import Database
 
-    fields: dict[str, Any] = {
-        "email": args.email, "host": args.host, "port": args.port, "tls": args.tls,
-        "username": args.username, "verify_certificate": not args.insecure_skip_verify,
-    }
-    interactive = sys.stdin.isatty() and not args.password_stdin
+    fields = _given_fields(args)
+    interactive = _is_interactive(args)
     if interactive:
         fields["email"] = fields["email"] or _prompt("Email address")
         fields["host"] = fields["host"] or _prompt("IMAP host", _guess_host(fields["email"]))
         fields["tls"] = fields["tls"] or _prompt("TLS (tls, starttls, none)", "tls")
         fields["port"] = fields["port"] or _prompt("IMAP port", str(DEFAULT_PORTS.get(fields["tls"], 993)))
         fields["username"] = fields["username"] or _prompt("IMAP username", fields["email"])
-    else:
-        missing = [f"--{k}" for k in ("email", "host") if not fields[k]]
-        if missing:
-            raise UsageError(f"missing {', '.join(missing)} (or run `mailbridge accounts add` on a terminal)")
     new = validate(fields)
     password = _read_password(args, interactive)
     print(f"testing login to {new.imap_host}:{new.imap_port} ({new.imap_tls}) as {new.imap_username} ...",
@@ -142,17 +149,12 @@ async def cmd_accounts_list(ctx: Context, args: argparse.Namespace) -> int:
 async def cmd_accounts_show(ctx: Context, args: argparse.Namespace) -> int:
     from mailbridge.aio.db import Database
     from mailbridge.store import accounts as account_store
+    from mailbridge.store import folders as folder_store
     from mailbridge.sync.folder import REPAIR_INTERVAL
 
     async with Database.connect(ctx.dsn, max_size=2) as db:
         account = await account_store.get(db, args.id)
-        folders = await db.fetch(
-            """SELECT name, special_use, excluded, is_priority, parked, parked_reason, uidvalidity,
-                      initial_sync_complete, message_count, server_message_count, last_synced_at,
-                      exists_on_server,
-                      (SELECT count(*) FROM messages m WHERE m.folder_id = folders.id AND m.size_bytes IS NULL)
-                          AS unreadable
-               FROM folders WHERE account_id = $1 ORDER BY is_priority DESC, name""", args.id)
+        folders = await folder_store.overview(db, args.id)
     if args.json:
         out = account.to_json()
         out["folders"] = [
@@ -249,6 +251,11 @@ async def cmd_keys_generate(ctx: Context, args: argparse.Namespace) -> int:
 # --- wiring ---------------------------------------------------------------------------
 
 Handler = Callable[[Context, argparse.Namespace], Awaitable[int]]
+ArgumentCheck = Callable[[argparse.Namespace], None]
+
+
+def _no_check(args: argparse.Namespace) -> None:
+    """Commands whose arguments argparse checks completely."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,12 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    def command(name: str, handler: Handler | None, help: str, parent=sub, **kw) -> argparse.ArgumentParser:
+    def command(name: str, handler: Handler | None, help: str,
+                parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub,
+                **kw: Any) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help, description=help, **kw)
-        p.set_defaults(handler=handler, needs_db=True)
+        p.set_defaults(handler=handler, needs_db=True, check=_no_check)
         return p
-
-    from mailbridge import runtime  # serve, sync, verify, demo live in the composition root
 
     p = command("serve", runtime.cmd_serve, "run the sync engine and the HTTP API in one process")
     p.add_argument("--bind", metavar="HOST:PORT", help="listen address (default 127.0.0.1:$PORT or 8025)")
@@ -286,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.add_argument("--insecure-skip-verify", action="store_true",
                    help="do not verify the server's TLS certificate (self-signed test servers only)")
+    p.set_defaults(check=check_accounts_add)
     p = command("list", cmd_accounts_list, "list accounts with their health", acc)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = command("show", cmd_accounts_show, "show an account's per-folder sync state, owner and health", acc)
@@ -312,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--account", type=int, metavar="ID", help="only this account")
     p = command("verify", runtime.cmd_verify, "compare the mirror with the server; exit 1 on drift")
     p.add_argument("id", type=int)
-    p = command("demo", runtime.cmd_demo, "a throwaway local mailbox synced into the embedded database")
+    p = command("demo", demo.cmd_demo, "a throwaway local mailbox synced into the embedded database")
     p.set_defaults(needs_db=False)  # the demo starts a throwaway database of its own
     return parser
 
@@ -334,28 +342,32 @@ def _fail(message: str, code: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit code.
+
+    In this order, so that a usage error has no side effect: the arguments are checked,
+    then the settings read (in embedded mode this may create the key file), then the
+    database started or reached, then the command run.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    settings: Settings | None = None
     try:
+        check: ArgumentCheck = args.check
+        check(args)
         settings = load_settings()
-    except ConfigError as exc:
-        return _fail(str(exc), 2)
-    _setup_logging(settings.log_level)
-    try:
+        _setup_logging(settings.log_level)
         dsn = ""
-        if getattr(args, "needs_db", True):
+        if args.needs_db:
             dsn = settings.database_url or _embedded_dsn(settings)
-        ctx = Context(settings=settings, dsn=dsn)
         from mailbridge.aio import run
 
-        return run(args.handler, ctx, args)
+        return run(args.handler, Context(settings=settings, dsn=dsn), args)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except (ConfigError, UsageError) as exc:
         return _fail(str(exc), 2)
-    except (ImapError, InvalidInput, AccountNotFound, AccountLimitReached, MigrationError,
-            DatabaseUnavailable, MailbridgeError) as exc:
-        if settings.log_level == "debug":
+    except MailbridgeError as exc:
+        if settings is not None and settings.log_level == "debug":
             log.exception("command failed")
         return _fail(str(exc), 1)
 

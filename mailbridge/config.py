@@ -39,7 +39,7 @@ TUNABLES: tuple[Tunable, ...] = (
     Tunable("MAILBRIDGE_POLL_SECONDS", "poll_seconds", float, 60.0, "seconds between sync cycles", 0.1),
     Tunable("MAILBRIDGE_FOLDERS_PER_TICK", "folders_per_tick", int, 5, "non-priority folders synced per cycle (round robin)", 1),
     Tunable("MAILBRIDGE_STATUS_CHECKS_PER_TICK", "status_checks_per_tick", int, 50, "other folders asked STATUS per cycle to spot changes", 0),
-    Tunable("MAILBRIDGE_FLAG_SCAN_HOURS", "flag_scan_hours", float, 6.0, "hours between flag scans of a non-priority folder", 0),
+    Tunable("MAILBRIDGE_FLAG_SCAN_HOURS", "flag_scan_hours", float, 6.0, "most hours between flag scans of a non-priority folder (servers without CONDSTORE)", 0),
     Tunable("MAILBRIDGE_FLAG_SCANS_PER_TICK", "flag_scans_per_tick", int, 2, "non-priority flag scans per cycle", 0),
     Tunable("MAILBRIDGE_RECONCILE_HOURS", "reconcile_hours", float, 6.0, "hours between delete reconciles of a folder", 0),
     Tunable("MAILBRIDGE_RECONCILE_JITTER_MINUTES", "reconcile_jitter_minutes", float, 15.0, "random extra delay for reconciles", 0),

@@ -18,6 +18,7 @@ Stored passwords are encrypted with a key generated for the demo and never saved
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import random
@@ -31,14 +32,13 @@ from collections import deque
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
+from mailbridge.context import Context
 from mailbridge.errors import DatabaseError, MailbridgeError
-
-if TYPE_CHECKING:
-    from mailbridge.cli import Context
+from mailbridge.runtime import serve_until_signal
 
 log = logging.getLogger("mailbridge.demo")
 
@@ -67,14 +67,23 @@ class DemoDatabase:
     pgdata: Path | None = None     # the embedded server's data directory
 
 
-async def run_demo(ctx: "Context") -> int:
-    """The whole demo; returns the exit code (0 after Ctrl-C / SIGTERM)."""
-    from mailbridge.testing.dovecot import DovecotServer, dovecot_available
+async def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
+    """`mailbridge demo` (it takes no arguments): `run_demo`."""
+    return await run_demo(ctx)
+
+
+async def run_demo(ctx: Context) -> int:
+    """The whole demo; returns the exit code (0 after Ctrl-C / SIGTERM).
+
+    Raises MailbridgeError (one line) when Dovecot or its IMAP server is missing or does
+    not start; whatever it set up by then is removed first.
+    """
+    from mailbridge.testing.dovecot import DovecotError, DovecotServer, dovecot_available
 
     if not dovecot_available():
         raise MailbridgeError(
-            "`mailbridge demo` runs a throwaway local Dovecot IMAP server, and Dovecot is not installed: "
-            f"{INSTALL_HINT} (Debian/Ubuntu; as root or with sudo)")
+            "`mailbridge demo` runs a throwaway local Dovecot IMAP server, and Dovecot's IMAP server "
+            f"is not installed: {INSTALL_HINT} (Debian/Ubuntu; as root or with sudo)")
 
     settings = ctx.settings
     workdir = Path(tempfile.mkdtemp(prefix="mailbridge-demo-"))
@@ -84,7 +93,11 @@ async def run_demo(ctx: "Context") -> int:
         print("mailbridge demo: setting up a throwaway mailbox and database ...", flush=True)
         database = await _create_database(ctx, workdir)
         server = DovecotServer(workdir / "dovecot")
-        await trio.to_thread.run_sync(server.start)
+        try:
+            await trio.to_thread.run_sync(server.start)
+        except DovecotError as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise MailbridgeError(f"the demo's Dovecot did not start: {first_line}") from None
         user = server.add_user(USERNAME)
         total = await trio.to_thread.run_sync(_fill, user)
 
@@ -95,9 +108,6 @@ async def run_demo(ctx: "Context") -> int:
                                 poll_seconds=min(settings.poll_seconds, POLL_SECONDS),
                                 batch_size=min(settings.batch_size, BATCH_SIZE))
         account_id = await _add_account(database.dsn, demo_settings, server.port, user.password)
-
-        from mailbridge.cli import Context
-        from mailbridge.runtime import serve_until_signal
 
         def announce(url: str) -> None:
             dashboard = f"{url}/?access_token={token}"
@@ -131,7 +141,7 @@ async def run_demo(ctx: "Context") -> int:
 # --- the database -----------------------------------------------------------------------------
 
 
-async def _create_database(ctx: "Context", workdir: Path) -> DemoDatabase:
+async def _create_database(ctx: Context, workdir: Path) -> DemoDatabase:
     from mailbridge.store.migrations import migrate
 
     if ctx.settings.database_url:
@@ -168,6 +178,7 @@ async def _database_next_to(dsn: str) -> DemoDatabase:
 async def _drop_database(database: DemoDatabase) -> None:
     from mailbridge.aio.db import execute_once
 
+    assert database.admin_dsn is not None, "a database made on DATABASE_URL's server has its admin_dsn"
     await execute_once(database.admin_dsn, f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
 
 
@@ -324,4 +335,4 @@ async def _cleanup(server: Any, database: DemoDatabase | None, workdir: Path) ->
         print("demo removed: Dovecot stopped, its mail and the demo database deleted", flush=True)
 
 
-__all__ = ["run_demo"]
+__all__ = ["cmd_demo", "run_demo"]

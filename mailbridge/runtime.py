@@ -1,26 +1,32 @@
 """The composition root: the only module (with cli) that imports `actors` and `web`.
 
-`serve`, `sync --once`, `verify` and `demo` are wired here.
+`serve`, `sync --once` and `verify` are wired here (`demo` in `mailbridge.demo`, on top of
+`serve_until_signal`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import TYPE_CHECKING, Callable, TextIO
 
 import trio
 
-from mailbridge.errors import ConfigError, ImapAuthError, ImapError, MailbridgeError, SecretError
+from mailbridge.config import Settings
+from mailbridge.context import Context
+from mailbridge.errors import ConfigError, MailbridgeError
 
 if TYPE_CHECKING:
-    from mailbridge.cli import Context
+    from threading import Timer
+    from types import ModuleType
 
-
-class NotYetAvailable(MailbridgeError):
-    """A command whose engine is not in this build."""
+    from mailbridge.aio.db import Database
+    from mailbridge.store.accounts import Account
+    from mailbridge.sync.folder import Step
 
 
 def process_owner() -> str:
@@ -31,11 +37,11 @@ def process_owner() -> str:
 class Progress:
     """Per-folder progress: a redrawn line on a terminal, plain lines otherwise."""
 
-    def __init__(self, stream=sys.stdout) -> None:
+    def __init__(self, stream: TextIO = sys.stdout) -> None:
         self.stream = stream
         self.tty = stream.isatty()
 
-    def step(self, account_id: int, step) -> None:
+    def step(self, account_id: int, step: "Step") -> None:
         if step.phase == "initial" and self.tty and step.total:
             width = 30
             done = min(step.synced, step.total)
@@ -54,49 +60,31 @@ class Progress:
             self.stream.flush()
 
 
-async def sync_account_once(db, settings, account, progress: Progress) -> str | None:
-    """Sync one account fully; returns a problem description, or None on success."""
-    from mailbridge.accountops import endpoint_of
-    from mailbridge.aio.db import AccountLock
-    from mailbridge.aio.imap import ImapSession
+async def sync_account_once(db: "Database", settings: Settings, account: "Account", *,
+                            on_step: Callable[["Step"], None] | None = None) -> str | None:
+    """Bring one account fully up to date with the actor's own machinery (`run_once`):
+    its lock, login, one complete cycle and health.  Prints the account's totals (and,
+    when degraded, the reason on stderr); returns the problem that stopped it, or None."""
+    from actors.account import AccountActor, ActorDeps
+    from actors.registry import Registry
     from mailbridge.imap.throttle import Throttle
-    from mailbridge.secrets import Cipher
-    from mailbridge.store import accounts as account_store
-    from mailbridge.sync.account import sync_everything
 
-    async with AccountLock.hold(db.dsn, account.id) as lock:
-        if not lock.acquired:
-            row = await db.fetchrow("SELECT owner FROM accounts WHERE id = $1", account.id)
-            return f"account {account.id} is being synced by another process ({row['owner'] or 'unknown'}); skipped"
-        token = await account_store.get_password_encrypted(db, account.id)
-        password = Cipher(settings.require_keys()).decrypt(token)
-        throttle = Throttle(settings.commands_per_minute)
-        try:
-            async with ImapSession.open(endpoint_of(account), password, timeout=settings.imap_timeout,
-                                        connect_timeout=settings.connect_timeout, gate=throttle) as session:
-                del password
-                totals = await sync_everything(
-                    db, session, account.id, settings, account.excluded_folders,
-                    on_step=lambda step: progress.step(account.id, step))
-        except ImapAuthError as exc:
-            await account_store.set_health(db, account.id, "auth_failed", str(exc))
-            return str(exc)
-        except ImapError as exc:
-            await account_store.set_health(db, account.id, "unreachable", str(exc))
-            return str(exc)
-        if totals.problems:
-            reason = "; ".join(totals.problems)
-            await account_store.set_health(db, account.id, "degraded", reason)
-            print(f"mailbridge: account {account.id}: degraded: {reason}", file=sys.stderr, flush=True)
-        else:
-            await account_store.set_health(db, account.id, "healthy", None)
-        print(f"account {account.id} ({account.email}): {totals.folders} folder(s), +{totals.added} "
-              f"~{totals.changed} -{totals.removed}" + (f", {totals.defects} defect(s)" if totals.defects else ""),
+    deps = ActorDeps(db=db, settings=settings, registry=Registry(), owner=process_owner())
+    actor = AccountActor(account, deps, throttle=Throttle(settings.commands_per_minute), on_step=on_step)
+    result = await actor.run_once()
+    if result.outcome is None:
+        return result.problem
+    totals = result.outcome.totals
+    if totals.problems:
+        print(f"mailbridge: account {account.id}: degraded: {'; '.join(totals.problems)}", file=sys.stderr,
               flush=True)
-        return None
+    print(f"account {account.id} ({account.email}): {totals.folders} folder(s), +{totals.added} "
+          f"~{totals.changed} -{totals.removed}" + (f", {totals.defects} defect(s)" if totals.defects else ""),
+          flush=True)
+    return None
 
 
-async def cmd_sync(ctx: "Context", args: argparse.Namespace) -> int:
+async def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
     from actors.indexer import drain
     from mailbridge.aio.db import Database
     from mailbridge.store import accounts as account_store
@@ -112,10 +100,8 @@ async def cmd_sync(ctx: "Context", args: argparse.Namespace) -> int:
             print("no enabled accounts: add one with `mailbridge accounts add`")
             return 0
         for account in accounts:
-            try:
-                problem = await sync_account_once(db, ctx.settings, account, progress)
-            except SecretError as exc:
-                problem = f"account {account.id}: {exc}"
+            problem = await sync_account_once(db, ctx.settings, account,
+                                              on_step=functools.partial(progress.step, account.id))
             if problem:
                 problems.append(problem)
                 print(f"mailbridge: account {account.id}: {problem}", file=sys.stderr, flush=True)
@@ -168,7 +154,9 @@ async def cmd_serve(ctx: "Context", args: argparse.Namespace) -> int:
 
 
 async def serve_until_signal(ctx: "Context", host: str, port: int, *,
-                             on_ready=None, extra_tasks=(), before_forced_exit=None) -> None:
+                             on_ready: Callable[[str], object] | None = None,
+                             extra_tasks: Sequence[Callable[[], Awaitable[object]]] = (),
+                             before_forced_exit: Callable[[], object] | None = None) -> None:
     """Run HTTP and the supervisor until SIGINT/SIGTERM (see `cmd_serve`).
 
     `on_ready(url)` is called once both run; each of `extra_tasks` (async callables) runs
@@ -201,9 +189,9 @@ async def serve_until_signal(ctx: "Context", host: str, port: int, *,
                 account, deps, throttle=throttle, restarts=restarts))
         app = create_app(registry, db, settings, require_token=settings.api_token is not None)
         stopping = trio.Event()
-        timers: list = []
+        timers: list[Timer] = []
 
-        async def watch(signals) -> None:
+        async def watch(signals: AsyncIterator[int]) -> None:
             async for signum in signals:
                 if stopping.is_set():
                     _run_before_exit(before_forced_exit)
@@ -238,7 +226,7 @@ async def serve_until_signal(ctx: "Context", host: str, port: int, *,
     print("stopped: every batch committed or rolled back, locks released", flush=True)
 
 
-def _run_before_exit(cleanup) -> None:
+def _run_before_exit(cleanup: Callable[[], object] | None) -> None:
     if cleanup is not None:
         try:
             cleanup()
@@ -246,7 +234,7 @@ def _run_before_exit(cleanup) -> None:
             print(f"mailbridge: cleanup before exiting failed: {exc}", file=sys.stderr, flush=True)
 
 
-def _arm_forced_exit(threading, cleanup=None) -> None:
+def _arm_forced_exit(threading: ModuleType, cleanup: Callable[[], object] | None = None) -> Timer:
     def force() -> None:
         print(f"mailbridge: shutdown took over {SHUTDOWN_GRACE:g} s; exiting now "
               "(Postgres releases the locks with the connections)", file=sys.stderr, flush=True)
@@ -268,9 +256,3 @@ async def cmd_verify(ctx: "Context", args: argparse.Namespace) -> int:
     for line in format_report(report):
         print(line, flush=True)
     return 0 if report.clean else 1
-
-
-async def cmd_demo(ctx: "Context", args: argparse.Namespace) -> int:
-    from mailbridge.demo import run_demo
-
-    return await run_demo(ctx)

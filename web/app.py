@@ -2,7 +2,8 @@
 
 Routes live in `web.routes` (each declared with its schemas, see `web.schema`); this
 module wires them up with bearer-token auth, JSON errors, metrics and the drain switch
-`web.server` flips on shutdown.  web/ reaches the database only through
+`web.server` flips on shutdown.  What both share lives below them: `web.state` (the
+`WebState` every handler reads) and `web.responses` (JSON and error responses).  web/ reaches the database only through
 `mailbridge.store` and `mailbridge.accountops`, and the actors only through the
 registry.
 """
@@ -10,10 +11,7 @@ registry.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import trio
@@ -21,6 +19,7 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from actors.registry import Registry
 from mailbridge.config import Settings
 from mailbridge.errors import (
     AccountNotFound,
@@ -32,7 +31,10 @@ from mailbridge.errors import (
 )
 from web import metrics
 from web.dashboard import TOKEN_PARAM, unauthorized_page, wants_html
+from web.responses import error_response, json_response
+from web.routes import api
 from web.schema import ApiError
+from web.state import WebState
 
 log = logging.getLogger("mailbridge.web")
 
@@ -40,64 +42,10 @@ MAX_BODY = 64 * 1024  # JSON request bodies are small
 QUERY_TOKEN_PATHS = frozenset({"/", "/events"})  # browsers: navigation and EventSource send no header
 
 
-@dataclass
-class WebState:
-    """What every request handler shares (in `app.extensions["mailbridge"]`)."""
-
-    registry: Any
-    db: Any
-    settings: Settings
-    require_token: bool
-    body_timeout: float = 20.0
-    draining: bool = False
-    stopping: trio.Event = field(default_factory=trio.Event)
-
-    def begin_drain(self) -> None:
-        """Answer new requests 503 and end the event streams (shutdown has begun)."""
-        self.draining = True
-        self.stopping.set()
-
-
-def web_state(app: QuartTrio) -> WebState:
-    return app.extensions["mailbridge"]
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, (bytes, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    text = json.dumps(data, default=_default, ensure_ascii=False)
-    return Response(text, status=status, headers=headers or {}, content_type="application/json; charset=utf-8")
-
-
-def _printable(text: str) -> str:
-    """`text` with control characters and lone surrogates escaped (client input such as
-    a field name may carry them; an error must still be clean JSON text)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-def error_response(status: int, code: str, message: str, fields: dict[str, str] | None = None,
-                   headers: dict[str, str] | None = None) -> Response:
-    clean = {_printable(str(k)): _printable(str(v)) for k, v in (fields or {}).items()}
-    return json_response({"error": {"code": code, "message": _printable(message), "fields": clean}},
-                         status, headers)
-
-
-def create_app(registry: Any, db: Any, settings: Settings, *, require_token: bool | None = None,
+def create_app(registry: Registry, db: Any, settings: Settings, *, require_token: bool | None = None,
                body_timeout: float = 20.0) -> QuartTrio:
     """The API app.  `require_token` defaults to "a token is configured"; with False every
     request is allowed (the caller then binds to loopback only)."""
-    from web.routes import api
-
     if require_token is None:
         require_token = settings.api_token is not None
     if require_token and not settings.api_token:
@@ -198,4 +146,4 @@ def create_app(registry: Any, db: Any, settings: Settings, *, require_token: boo
     return app
 
 
-__all__ = ["WebState", "create_app", "error_response", "json_response", "web_state"]
+__all__ = ["create_app"]

@@ -8,7 +8,7 @@ the client does that).  Broken parts degrade to what can be read, never to an er
 from __future__ import annotations
 
 from email import policy
-from email.message import EmailMessage, Message
+from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesParser
 from typing import Any
 
@@ -44,7 +44,7 @@ def _is_attachment(part: Message) -> bool:
         return False
 
 
-def _choose(msg: EmailMessage, subtype: str) -> Message | None:
+def _choose(msg: EmailMessage, subtype: str) -> MIMEPart | None:
     try:
         part = msg.get_body(preferencelist=(subtype,))
     except Exception:  # noqa: BLE001 - malformed structure
@@ -54,7 +54,7 @@ def _choose(msg: EmailMessage, subtype: str) -> Message | None:
     return part
 
 
-def _content(part: Message | None) -> str | None:
+def _content(part: MIMEPart | None) -> str | None:
     if part is None:
         return None
     try:
@@ -63,7 +63,8 @@ def _content(part: Message | None) -> str | None:
             return content
     except Exception:  # noqa: BLE001 - unknown charset, bad encoding: fall back below
         pass
-    payload = part.get_payload(decode=True) or b""
+    decoded = part.get_payload(decode=True)  # bytes, or None for a multipart
+    payload = decoded if isinstance(decoded, bytes) else b""
     charset = part.get_content_charset() or "utf-8"
     try:
         return payload.decode(charset, "replace")

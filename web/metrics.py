@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from actors.registry import Registry
 
 HTTP_REQUESTS = Counter("mailbridge_http_requests_total", "HTTP requests answered",
                         ["method", "route", "status"])
@@ -18,7 +23,7 @@ MAILBOX_DEPTH = Gauge("mailbridge_actor_mailbox_depth", "Requests waiting in eac
                       ["account"])
 
 
-def scrape(registry, search_backlog: int | None = None) -> bytes:
+def scrape(registry: Registry, search_backlog: int | None = None) -> bytes:
     """The text exposition, with the actor gauges refreshed from the registry first (and
     the search backlog, when the database answered)."""
     from actors.status import STATES

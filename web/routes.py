@@ -7,7 +7,7 @@ import binascii
 import json
 import logging
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, AsyncIterator
 
 import trio
 from quart import Response, current_app, request
@@ -32,8 +32,9 @@ from mailbridge.store import accounts as account_store
 from mailbridge.store import api as store
 from mailbridge.store import search as search_store
 from web import metrics
-from web.app import WebState, json_response
 from web.body import parse_body
+from web.dashboard import page
+from web.responses import json_response
 from web.schema import (
     ERROR,
     MAX_ID,
@@ -44,7 +45,9 @@ from web.schema import (
     body_problems,
     invalid,
     ref,
+    reject,
 )
+from web.state import WebState, web_state
 
 log = logging.getLogger("mailbridge.web")
 api = Api()
@@ -55,7 +58,8 @@ GAP_WAIT = 1.0  # seconds an id gap in the event log may be an uncommitted trans
 
 
 def st() -> WebState:
-    return current_app.extensions["mailbridge"]
+    """The running app's shared state."""
+    return web_state(current_app)
 
 
 def err(code: str, text: str) -> Resp:
@@ -127,8 +131,6 @@ async def openapi() -> Response:
                         max_length=4096),),
            responses={200: Resp("the dashboard page", {"type": "string"}, "text/html")})
 async def dashboard(query: dict[str, Any]) -> Response:
-    from web.dashboard import page
-
     state = st()
     try:
         last = await store.last_event_id(state.db)
@@ -219,7 +221,7 @@ async def create_account(body: dict[str, Any]) -> Response:
     except ImapError as exc:
         invalid(_login_problems(exc))
         raise
-    extra = {k: body[k] for k in ("enabled", "excluded_folders") if k in body}
+    extra: dict[str, Any] = {k: body[k] for k in ("enabled", "excluded_folders") if k in body}
     if extra:
         account = await store.update_account(state.db, account_id, extra)
     else:
@@ -265,7 +267,7 @@ async def patch_account(id: int, body: dict[str, Any]) -> Response:
             try:
                 password = cipher.decrypt(await account_store.get_password_encrypted(state.db, id))
             except SecretError as exc:
-                invalid({"password": f"the stored password cannot be decrypted ({exc}); send a new one"})
+                reject({"password": f"the stored password cannot be decrypted ({exc}); send a new one"})
         await _test_login(new, password)
         if "password" in body:
             token = cipher.encrypt(password)
@@ -492,6 +494,7 @@ async def get_body(id: int, query: dict[str, Any]) -> Response:
         metrics.BODY_FETCHES.labels("imap_error").inc()
         raise ApiError(502, "imap_error", f"the IMAP server refused the fetch: {exc}") from None
     metrics.BODY_FETCHES.labels("ok").inc()
+    assert isinstance(raw, (bytes, bytearray)), "a FetchBody is answered with the message's source"
     raw = bytes(raw)
     if query["raw"]:
         return Response(raw, content_type="message/rfc822",
@@ -540,7 +543,7 @@ async def events(query: dict[str, Any]) -> Response:
         start = await store.last_event_id(state.db)
     account = query["account"]
 
-    async def stream():
+    async def stream() -> AsyncIterator[bytes]:
         last = start
         gap_since: float | None = None
         yield b"retry: 2000\n: mailbridge events\n\n"

@@ -17,7 +17,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NoReturn
 
 from quart import Quart, request
 
@@ -292,7 +292,7 @@ def parse_query(declared: tuple[Query, ...]) -> dict[str, Any]:
 async def read_body(schema: dict[str, Any], *, check: bool = True) -> Any:
     """The request's JSON body checked against `schema`: 400 if not JSON, 422 naming
     every bad field."""
-    raw = await request.get_data(as_text=False)
+    raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
     try:
         value = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -315,8 +315,13 @@ def body_problems(schema: dict[str, Any], value: Any) -> dict[str, str]:
 def invalid(fields: dict[str, str]) -> None:
     """Raise the 422 naming every bad field (nothing when `fields` is empty)."""
     if fields:
-        raise ApiError(422, "invalid_input",
-                       "invalid input: " + "; ".join(f"{k}: {v}" for k, v in fields.items()), fields)
+        reject(fields)
+
+
+def reject(fields: dict[str, str]) -> NoReturn:
+    """Raise the 422 naming every bad field in `fields` (which names at least one)."""
+    raise ApiError(422, "invalid_input",
+                   "invalid input: " + "; ".join(f"{k}: {v}" for k, v in fields.items()), fields)
 
 
 # --- JSON schema subset -----------------------------------------------------------------

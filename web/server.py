@@ -15,8 +15,9 @@ import logging
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from quart_trio import QuartTrio
 
-from web.app import web_state
+from web.state import web_state
 
 GRACE = 3.0
 
@@ -29,7 +30,7 @@ def _bind(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-async def serve_http(app, host: str, port: int, *, grace: float = GRACE,
+async def serve_http(app: QuartTrio, host: str, port: int, *, grace: float = GRACE,
                      task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the HTTP server until cancelled; `task_status.started(url)` once it listens
     (with port 0, the URL has the port the system chose)."""

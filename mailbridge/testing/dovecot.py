@@ -23,7 +23,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime as _dt
-import errno
 import ipaddress
 import os
 import pwd
@@ -41,12 +40,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailbridge.imap.utf7 import encode_mailbox_name
+
 __all__ = [
     "DovecotError",
     "DovecotServer",
     "MailUser",
     "find_dovecot",
     "find_doveadm",
+    "find_imap_server",
     "dovecot_available",
 ]
 
@@ -91,9 +93,25 @@ def find_doveadm() -> str | None:
     return _find_binary("doveadm", extra)
 
 
+def find_imap_server() -> str | None:
+    """Path of Dovecot's `imap` service binary (dovecot-imapd; the master runs it from
+    its libexec directory: /usr/lib/dovecot on Debian, /usr/libexec/dovecot elsewhere),
+    or None.  `dovecot-core` alone installs the master and doveadm but not this."""
+    dirs = ["/usr/lib/dovecot", "/usr/libexec/dovecot", "/usr/local/libexec/dovecot", "/usr/local/lib/dovecot"]
+    dc = find_dovecot()
+    if dc:
+        prefix = os.path.dirname(os.path.dirname(os.path.realpath(dc)))
+        dirs[:0] = [os.path.join(prefix, "lib", "dovecot"), os.path.join(prefix, "libexec", "dovecot")]
+    for d in dirs:
+        candidate = os.path.join(d, "imap")
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
 def dovecot_available() -> bool:
-    """True when both `dovecot` and `doveadm` are installed (for pytest skip markers)."""
-    return find_dovecot() is not None and find_doveadm() is not None
+    """True when `dovecot`, `doveadm` and the IMAP service are installed (for pytest skip markers)."""
+    return find_dovecot() is not None and find_doveadm() is not None and find_imap_server() is not None
 
 
 # --------------------------------------------------------------------------- users
@@ -507,6 +525,8 @@ class DovecotServer:
                 raise DovecotError(f"dovecot is not installed: {INSTALL_HINT}")
             if find_doveadm() is None:
                 raise DovecotError(f"doveadm is not installed: {INSTALL_HINT}")
+            if find_imap_server() is None:
+                raise DovecotError(f"Dovecot's IMAP server (dovecot-imapd) is not installed: {INSTALL_HINT}")
             self._resolve_identity()
             self._prepare_dirs()
             self._kill_stale_master()
@@ -839,24 +859,31 @@ class DovecotServer:
             f.write("".join(wanted.values()))
         os.replace(tmp, self.passwd_path)
 
+    def _identity(self) -> tuple[pwd.struct_passwd, pwd.struct_passwd]:
+        """The (mail, login) users Dovecot runs as; DovecotError when they are missing."""
+        self._resolve_identity()
+        assert self._mail_pw is not None and self._login_pw is not None
+        return self._mail_pw, self._login_pw
+
     def _privileges_block(self) -> str:
+        mail_pw, login_pw = self._identity()
         if self._as_root:
             return "\n".join(
                 [
                     # Dovecot refuses mail access as root ("Mail access not allowed for
                     # root"); login processes must not run as root either.
-                    f"mail_uid = {self._mail_pw.pw_name}",
+                    f"mail_uid = {mail_pw.pw_name}",
                     f"mail_gid = {_group_name(self.mail_gid)}",
                     # auth/anvil/stats as root: they read files under base_dir, whose
                     # ancestors may be 0700 (pytest's basetemp).
                     "default_internal_user = root",
                     "default_internal_group = root",
-                    f"default_login_user = {self._login_pw.pw_name}",
+                    f"default_login_user = {login_pw.pw_name}",
                     # Every user is chrooted into home_root (home=/…/home/./name).
                     f"valid_chroot_dirs = {self.home_root}",
                 ]
             )
-        me = self._mail_pw.pw_name
+        me = mail_pw.pw_name
         return "\n".join(
             [
                 # Rootless: every process runs as the current user; no chroots.
@@ -1069,59 +1096,6 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
-def _mutf7_encode(name: str) -> str:
-    """Modified UTF-7 (RFC 3501 §5.1.3) for Maildir++ directory names."""
-    import base64
-
-    out: list[str] = []
-    buf: list[str] = []
-
-    def flush() -> None:
-        if buf:
-            raw = "".join(buf).encode("utf-16-be")
-            out.append("&" + base64.b64encode(raw).decode("ascii").rstrip("=").replace("/", ",") + "-")
-            buf.clear()
-
-    for ch in name:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            buf.append(ch)
-    flush()
-    return "".join(out)
-
-
-def _mutf7_decode(name: str) -> str:
-    """Inverse of `_mutf7_encode`; invalid sequences are kept verbatim."""
-    import base64
-
-    out: list[str] = []
-    i = 0
-    while i < len(name):
-        ch = name[i]
-        if ch != "&":
-            out.append(ch)
-            i += 1
-            continue
-        end = name.find("-", i + 1)
-        if end == -1:
-            out.append(name[i:])
-            break
-        chunk = name[i + 1 : end]
-        if chunk == "":
-            out.append("&")
-        else:
-            b64 = chunk.replace(",", "/")
-            b64 += "=" * (-len(b64) % 4)
-            try:
-                out.append(base64.b64decode(b64, validate=True).decode("utf-16-be"))
-            except (ValueError, UnicodeDecodeError):
-                out.append(name[i : end + 1])
-        i = end + 1
-    return "".join(out)
-
-
 def _maildir_folder_path(maildir: Path, folder: str, separator: str = ".") -> Path:
     """Directory of `folder` (UTF-8, with the server's separator) in a Maildir++ tree."""
     if folder.upper() == "INBOX" or folder == "":
@@ -1133,4 +1107,4 @@ def _maildir_folder_path(maildir: Path, folder: str, separator: str = ".") -> Pa
         raise ValueError(f"folder name {folder!r} contains '.', impossible with Maildir++ and separator {separator!r}")
     if any("/" in p for p in parts):
         raise ValueError(f"folder name {folder!r} contains '/'")
-    return maildir / ("." + ".".join(_mutf7_encode(p) for p in parts))
+    return maildir / ("." + ".".join(encode_mailbox_name(p) for p in parts))

@@ -32,14 +32,17 @@ from mailbridge.errors import (
     ImapProtocolError,
     ImapTlsError,
 )
-from mailbridge.testing.dovecot import MailUser, _mutf7_decode, _mutf7_encode
+from mailbridge.imap.uidset import compress_uids
+from mailbridge.imap.utf7 import decode_mailbox_name, encode_mailbox_name
+from mailbridge.testing.dovecot import MailUser
 
-__all__ = ["MailboxClient", "compress_uids", "expand_uid_set"]
+__all__ = ["MailboxClient", "expand_uid_set"]
 
 META_HEADER_FIELDS = "MESSAGE-ID SUBJECT FROM TO CC DATE IN-REPLY-TO REFERENCES"
 
 _APPENDUID_RE = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
 _COPYUID_RE = re.compile(rb"(\d+) ([0-9:,]+) ([0-9:,]+)")
+_LINE_ENDS_RE = re.compile(rb"\r\n|\r|\n")  # imaplib.MapCRLF, which imaplib does not export
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 _MULTIAPPEND_CHUNK_BYTES = 8 << 20
@@ -49,25 +52,9 @@ _MULTIAPPEND_CHUNK_COUNT = 500
 # --------------------------------------------------------------------------- UID sets
 
 
-def compress_uids(uids: Iterable[int]) -> str:
-    """[1, 2, 3, 7] → "1:3,7" (sorted, duplicates removed)."""
-    values = sorted(set(int(u) for u in uids))
-    if not values:
-        raise ValueError("empty UID set")
-    parts: list[str] = []
-    start = prev = values[0]
-    for v in values[1:]:
-        if v == prev + 1:
-            prev = v
-            continue
-        parts.append(f"{start}:{prev}" if start != prev else str(start))
-        start = prev = v
-    parts.append(f"{start}:{prev}" if start != prev else str(start))
-    return ",".join(parts)
-
-
 def expand_uid_set(text: str | bytes) -> list[int]:
-    """ "1:3,7" → [1, 2, 3, 7], keeping the order given (COPYUID order matters)."""
+    """ "1:3,7" → [1, 2, 3, 7], keeping the order given (COPYUID order matters; unlike
+    `mailbridge.imap.uidset.parse_uid_set`, which sorts)."""
     if isinstance(text, bytes):
         text = text.decode("ascii")
     out: list[int] = []
@@ -124,7 +111,7 @@ class _Parser:
         c = buf[self.pos]
         if c == 0x28:  # (
             self.pos += 1
-            items = []
+            items: list[Any] = []
             while True:
                 self.skip_ws()
                 if self.pos >= len(buf):
@@ -208,7 +195,7 @@ def _parse_internaldate(s: str) -> _dt.datetime:
 
 
 def _quote(folder: str) -> str:
-    enc = _mutf7_encode(folder)
+    enc = encode_mailbox_name(folder)
     return '"' + enc.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -216,13 +203,13 @@ def _flag_list(flags: Iterable[str]) -> str:
     return "(" + " ".join(flags) + ")"
 
 
-class _CaseInsensitiveDict(dict):  # type: ignore[type-arg]
+class _CaseInsensitiveDict(dict):
     """Keys stored lower-case; lookups accept any case (st["UIDNEXT"] == st["uidnext"])."""
 
     def __getitem__(self, key: str) -> Any:
         return super().__getitem__(key.lower())
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
 
     def __contains__(self, key: object) -> bool:
@@ -398,9 +385,9 @@ class MailboxClient:
         flag_part = (" " + _flag_list(flags)).encode("ascii") if flags else b""
         tag = imap._new_tag()  # imaplib registers the tag for _command_complete
         parts = [tag, b" APPEND ", _quote(folder).encode("ascii")]
-        for m in messages:
-            m = imaplib.MapCRLF.sub(imaplib.CRLF, m)  # the same normalisation as append()
-            parts += [flag_part, b" {%d+}\r\n" % len(m), m]
+        for message in messages:
+            literal = _LINE_ENDS_RE.sub(b"\r\n", message)  # the same normalisation as append()
+            parts += [flag_part, b" {%d+}\r\n" % len(literal), literal]
         parts.append(b"\r\n")
         try:
             imap.send(b"".join(parts))
@@ -481,7 +468,8 @@ class MailboxClient:
         self.imap.untagged_responses.pop("COPYUID", None)
         data = self._uid("MOVE", compress_uids(uid_list), _quote(dest))
         raw = self.imap.untagged_responses.pop("COPYUID", None)
-        text = raw[-1] if raw else None
+        last = raw[-1] if raw else None
+        text = last if isinstance(last, bytes) else None
         if text is None:  # some servers put it in the tagged OK
             m = re.search(rb"\[COPYUID ([^\]]+)\]", b" ".join(d for d in data if isinstance(d, bytes)))
             text = m.group(1) if m else None
@@ -522,7 +510,7 @@ class MailboxClient:
             delim = p.value()
             name = p.value()
             out.append((
-                _mutf7_decode(_text(name)),
+                decode_mailbox_name(_text(name)),
                 tuple(str(f) for f in flags or ()),
                 None if delim is None else _text(delim),
             ))

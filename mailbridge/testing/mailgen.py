@@ -92,7 +92,7 @@ _MAILERS = ("Mozilla Thunderbird 115.3", "Apple Mail (2.3731)", "Microsoft Outlo
 _BASE_DATE = _dt.datetime(2023, 1, 2, 8, 0, 0, tzinfo=_dt.timezone.utc)
 
 # Non-ASCII texts and the charsets they are encoded in for the "encoded" kind.
-_INTL_TEXTS = (
+_INTL_TEXTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Café crème brûlée", ("utf-8", "iso-8859-1", "windows-1252")),
     ("Grüße aus Köln – Bericht", ("utf-8", "iso-8859-15", "windows-1252")),
     ("Prix: 50 € – résumé", ("utf-8", "iso-8859-15", "windows-1252")),

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from tests.e2e.support import Http, Reply
-from tests.integration.test_serve import Serve
+from tests.support.processes import Serve
 
 TOKEN = "serve-http-token-5b1e2f"
 
@@ -48,7 +48,7 @@ def account_body(dovecot: Any, user: Any) -> dict[str, Any]:
 
 
 class ServeApi:
-    """A `mailbridge serve --bind 127.0.0.1:0` subprocess (tests.integration's `Serve`)
+    """A `mailbridge serve --bind 127.0.0.1:0` subprocess (`tests.support.processes.Serve`)
     and an HTTP client holding its token."""
 
     def __init__(self, env: dict[str, str], *, start_timeout: float = 60.0) -> None:

@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import http.client
 import json as jsonlib
+import random
 import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator
 from urllib.parse import urlencode, urlsplit
 
 import trio
 
+from actors import status as st
 from mailbridge.config import Settings
-from tests.support.actors import Harness, running_supervisor
+from mailbridge.testing.imapctl import MailboxClient
+from mailbridge.testing.mailgen import corpus
+from tests.support.actors import Harness, running_supervisor, settings_for
 from web.app import create_app
 from web.server import serve_http
 
@@ -182,3 +187,59 @@ async def running_api(db_dsn: str, settings: Settings, *, require_token: bool | 
             url = await nursery.start(serve_http, app, "127.0.0.1", 0)
             yield Api(h, Http(url), url, app)
             nursery.cancel_scope.cancel()
+
+
+# --- what the API tests share: settings, a mailbox with known dates, waiting, paging ----------
+
+BASE = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)  # INBOX's first internal date in `fill_dated`
+
+
+def api_settings(db_dsn: str, key: str, **extra: str) -> Settings:
+    """The actors' fast test settings, with `TOKEN` as the API token."""
+    return settings_for(db_dsn, key, MAILBRIDGE_API_TOKEN=TOKEN, **extra)
+
+
+def fill_dated(dovecot, user, *, inbox=45, archive=30, seed=3) -> None:
+    """INBOX with distinct internal dates (one per 6 h from BASE), Archive all at once
+    (equal dates: the id breaks ties); some read, some flagged."""
+    rng = random.Random(seed)
+    with MailboxClient(dovecot, user) as client:
+        client.create("Archive")
+        for i, message in enumerate(corpus(inbox, seed=seed, folder_hint="INBOX")):
+            flags = [f for f, p in (("\\Seen", 0.5), ("\\Flagged", 0.2)) if rng.random() < p]
+            client.append("INBOX", message, flags=flags, date=BASE + timedelta(hours=6 * i))
+        uids = client.append_many("Archive", list(corpus(archive, seed=seed + 1, folder_hint="Archive")))
+        client.store("Archive", uids[::3], add=["\\Seen"])
+
+
+async def wait_synced(api: Api, account_id: int, timeout: float = 60) -> dict[str, Any]:
+    """The account's /actors entry once its first cycle is done (AssertionError after `timeout`)."""
+    deadline = trio.current_time() + timeout
+    while trio.current_time() < deadline:
+        actors = (await api.http.ok("GET", "/actors"))["actors"]
+        mine = [a for a in actors if a["account_id"] == account_id]
+        if mine and mine[0]["state"] == st.IDLE and mine[0]["cycles"] >= 1:
+            return mine[0]
+        await trio.sleep(0.1)
+    raise AssertionError(f"account {account_id} did not sync: {actors}")
+
+
+async def all_messages(http: Http, account_id: int, limit: int = 7, **params: Any) -> list[dict[str, Any]]:
+    """Every message of the account, page by page (`limit` a page) along next_cursor."""
+    out, cursor, pages = [], None, 0
+    while True:
+        page = await http.ok("GET", f"/accounts/{account_id}/messages",
+                             params={"limit": limit, "cursor": cursor, **params})
+        out += page["messages"]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return out
+        assert pages < 1000
+
+
+def order_key(m: dict[str, Any]) -> tuple:
+    """A message's place in the API's order: listings come in descending keys (newest
+    internal date first, undated last, the id breaking ties)."""
+    d = m["internal_date"]
+    return (d is not None, datetime.fromisoformat(d) if d else datetime.min.replace(tzinfo=timezone.utc), m["id"])

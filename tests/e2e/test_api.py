@@ -12,65 +12,28 @@ import trio
 from actors import status as st
 from mailbridge.testing.imapctl import MailboxClient
 from mailbridge.testing.mailgen import corpus, make_message
-from tests.e2e.support import TOKEN, Http, SseReader, running_api
+from tests.e2e.support import (
+    BASE,
+    TOKEN,
+    Http,
+    SseReader,
+    all_messages,
+    api_settings,
+    fill_dated,
+    order_key,
+    running_api,
+    wait_synced,
+)
 from tests.support.actors import insert_account, settings_for
-from web.app import create_app, web_state
+from web.app import create_app
+from web.state import web_state
 from web.server import serve_http
-
-BASE = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
-
-
-def settings(db_dsn, key, **extra):
-    return settings_for(db_dsn, key, MAILBRIDGE_API_TOKEN=TOKEN, **extra)
-
-
-def fill(dovecot, user, *, inbox=45, archive=30, seed=3):
-    """INBOX with distinct internal dates (one per 6 h), Archive all at once (equal
-    dates: the id breaks ties); some read, some flagged."""
-    rng = random.Random(seed)
-    with MailboxClient(dovecot, user) as client:
-        client.create("Archive")
-        for i, message in enumerate(corpus(inbox, seed=seed, folder_hint="INBOX")):
-            flags = [f for f, p in (("\\Seen", 0.5), ("\\Flagged", 0.2)) if rng.random() < p]
-            client.append("INBOX", message, flags=flags, date=BASE + timedelta(hours=6 * i))
-        uids = client.append_many("Archive", list(corpus(archive, seed=seed + 1, folder_hint="Archive")))
-        client.store("Archive", uids[::3], add=["\\Seen"])
-
-
-async def wait_synced(api, account_id, timeout=60):
-    deadline = trio.current_time() + timeout
-    while trio.current_time() < deadline:
-        actors = (await api.http.ok("GET", "/actors"))["actors"]
-        mine = [a for a in actors if a["account_id"] == account_id]
-        if mine and mine[0]["state"] == st.IDLE and mine[0]["cycles"] >= 1:
-            return mine[0]
-        await trio.sleep(0.1)
-    raise AssertionError(f"account {account_id} did not sync: {actors}")
-
-
-async def all_messages(http, account_id, limit=7, **params):
-    out, cursor, pages = [], None, 0
-    while True:
-        page = await http.ok("GET", f"/accounts/{account_id}/messages",
-                             params={"limit": limit, "cursor": cursor, **params})
-        out += page["messages"]
-        pages += 1
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return out
-        assert pages < 1000
-
-
-def order_key(m):
-    d = m["internal_date"]
-    return (d is not None, datetime.fromisoformat(d) if d else datetime.min.replace(tzinfo=timezone.utc), m["id"])
-
 
 # --- auth ---------------------------------------------------------------------------------
 
 
 async def test_every_path_but_health_needs_the_token(db_dsn, encryption_key):
-    s = settings(db_dsn, encryption_key)
+    s = api_settings(db_dsn, encryption_key)
     async with running_api(db_dsn, s) as api:
         spec = (await api.http.ok("GET", "/openapi.json"))
         calls = []
@@ -107,8 +70,8 @@ async def test_without_a_token_requests_are_allowed_when_the_caller_says_so(db_d
 
 
 async def test_full_flow_accounts_messages_filters_cursor_threads_body(dovecot, mail_user, db_dsn, encryption_key):
-    fill(dovecot, mail_user)
-    s = settings(db_dsn, encryption_key)
+    fill_dated(dovecot, mail_user)
+    s = api_settings(db_dsn, encryption_key)
     async with running_api(db_dsn, s) as api:
         http = api.http
         good = {"email": f"{mail_user.username}@example.test", "host": "127.0.0.1", "port": dovecot.port,
@@ -274,7 +237,7 @@ async def test_body_errors_map_to_404_413_503_504(dovecot, mail_user, db_dsn, en
     with MailboxClient(dovecot, mail_user) as client:
         client.append_many("INBOX", list(corpus(6, seed=5)))
     # a long poll interval: only the body fetch can notice an expunge
-    s = settings(db_dsn, encryption_key, MAILBRIDGE_POLL_SECONDS="600")
+    s = api_settings(db_dsn, encryption_key, MAILBRIDGE_POLL_SECONDS="600")
     async with running_api(db_dsn, s) as api:
         http = api.http
         account_id = await insert_account(api.harness.db, s, username=mail_user.username,
@@ -296,7 +259,7 @@ async def test_body_errors_map_to_404_413_503_504(dovecot, mail_user, db_dsn, en
 
         # over the size cap: 413
         state = web_state(api.app)
-        state.settings = settings(db_dsn, encryption_key, MAILBRIDGE_BODY_MAX_BYTES="100")
+        state.settings = api_settings(db_dsn, encryption_key, MAILBRIDGE_BODY_MAX_BYTES="100")
         reply = await http.get(f"/messages/{messages[1]['id']}/body")
         assert reply.status == 413 and reply.json()["error"]["code"] == "message_too_large", reply
         state.settings = s
@@ -324,7 +287,7 @@ async def test_body_errors_map_to_404_413_503_504(dovecot, mail_user, db_dsn, en
 async def test_patch_with_a_new_password_wakes_a_parked_account(dovecot, mail_user, db_dsn, encryption_key):
     with MailboxClient(dovecot, mail_user) as client:
         client.append_many("INBOX", list(corpus(5, seed=8)))
-    s = settings(db_dsn, encryption_key)
+    s = api_settings(db_dsn, encryption_key)
     async with running_api(db_dsn, s) as api:
         http = api.http
         account_id = await insert_account(api.harness.db, s, username=mail_user.username,
@@ -354,7 +317,7 @@ async def test_patch_with_a_new_password_wakes_a_parked_account(dovecot, mail_us
 
 async def test_the_account_limit_has_its_own_status(dovecot, db_dsn, encryption_key):
     users = [dovecot.add_user() for _ in range(2)]
-    s = settings(db_dsn, encryption_key, MAILBRIDGE_MAX_ACCOUNTS="1")
+    s = api_settings(db_dsn, encryption_key, MAILBRIDGE_MAX_ACCOUNTS="1")
     async with running_api(db_dsn, s) as api:
         await insert_account(api.harness.db, s, username=users[0].username, password=users[0].password,
                              port=dovecot.port)
@@ -370,7 +333,7 @@ async def test_the_account_limit_has_its_own_status(dovecot, db_dsn, encryption_
 
 
 async def test_events_stream_new_mail_and_resume_with_last_event_id(dovecot, mail_user, db_dsn, encryption_key):
-    s = settings(db_dsn, encryption_key)
+    s = api_settings(db_dsn, encryption_key)
     async with running_api(db_dsn, s) as api:
         http = api.http
         account_id = await insert_account(api.harness.db, s, username=mail_user.username,
@@ -415,7 +378,7 @@ async def test_events_stream_new_mail_and_resume_with_last_event_id(dovecot, mai
 
 
 async def test_metrics_and_openapi(db_dsn, encryption_key):
-    s = settings(db_dsn, encryption_key)
+    s = api_settings(db_dsn, encryption_key)
     async with running_api(db_dsn, s) as api:
         await api.http.ok("GET", "/accounts")
         metrics = await api.http.get("/metrics")
@@ -440,7 +403,7 @@ async def test_metrics_and_openapi(db_dsn, encryption_key):
 
 
 async def test_shutdown_stops_accepting_and_drains_within_the_grace(db_dsn, encryption_key):
-    s = settings(db_dsn, encryption_key)
+    s = api_settings(db_dsn, encryption_key)
     async with running_api(db_dsn, s) as api:
         app = create_app(api.harness.registry, api.harness.db, s)
         async with trio.open_nursery() as nursery:

@@ -16,8 +16,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from mailbridge.testing.imapctl import MailboxClient
 from mailbridge.testing.mailgen import corpus
-from tests.e2e.support import TOKEN, running_api
-from tests.e2e.test_api import wait_synced
+from tests.e2e.support import TOKEN, running_api, wait_synced
 from tests.support.actors import insert_account, settings_for
 from web.schema import validate
 

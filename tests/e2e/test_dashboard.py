@@ -161,8 +161,7 @@ async def test_dashboard_in_chromium(chromium, dovecot, mail_user, db_dsn, encry
 
     from mailbridge.testing.imapctl import MailboxClient
     from mailbridge.testing.mailgen import corpus
-    from tests.e2e.support import TOKEN as SUPPORT_TOKEN, running_api
-    from tests.e2e.test_api import settings
+    from tests.e2e.support import TOKEN as SUPPORT_TOKEN, api_settings, running_api
     from tests.support.actors import insert_account
 
     assert SUPPORT_TOKEN == TOKEN
@@ -170,7 +169,7 @@ async def test_dashboard_in_chromium(chromium, dovecot, mail_user, db_dsn, encry
         client.create("Archive")
         client.append_many("INBOX", list(corpus(120, seed=21, folder_hint="INBOX")))
         client.append_many("Archive", list(corpus(80, seed=22, folder_hint="Archive")))
-    s = settings(db_dsn, encryption_key)
+    s = api_settings(db_dsn, encryption_key)
     async with running_api(db_dsn, s) as api:
         account_id = await insert_account(api.harness.db, s, username=mail_user.username,
                                           password=mail_user.password, port=dovecot.port)
@@ -190,10 +189,9 @@ async def test_dashboard_in_chromium(chromium, dovecot, mail_user, db_dsn, encry
 
 async def test_dashboard_auth_without_a_browser(db_dsn, encryption_key):
     """API clients get JSON 401s at / and /events; the query token is taken only there."""
-    from tests.e2e.support import running_api
-    from tests.e2e.test_api import settings
+    from tests.e2e.support import api_settings, running_api
 
-    s = settings(db_dsn, encryption_key)
+    s = api_settings(db_dsn, encryption_key)
     async with running_api(db_dsn, s) as api:
         http = api.http
         for path in ("/", "/events", "/actors"):

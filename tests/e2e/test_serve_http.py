@@ -32,7 +32,7 @@ from tests.e2e.serve_support import (
     serve_env,
     summarize,
 )
-from tests.e2e.test_api import BASE, fill, order_key
+from tests.e2e.support import BASE, fill_dated, order_key
 
 P99_BOUND = 5.0  # seconds; generous for a shared 2-core machine (the target is 2 s)
 BIG = 20_000
@@ -95,7 +95,7 @@ def test_serve_answers_401_on_every_path_but_health(db_dsn, encryption_key, tmp_
 
 
 def test_serve_full_flow_over_http(dovecot, mail_user, db_dsn, encryption_key, tmp_path):
-    fill(dovecot, mail_user)  # INBOX 45 (distinct dates, some read/flagged), Archive 30
+    fill_dated(dovecot, mail_user)  # INBOX 45 (distinct dates, some read/flagged), Archive 30
     with MailboxClient(dovecot, mail_user) as client:
         truth = {folder: client.fetch_meta(folder) for folder in ("INBOX", "Archive")}
     server_keys = {(folder, uid) for folder, rows in truth.items() for uid in rows}

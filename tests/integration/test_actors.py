@@ -19,21 +19,9 @@ from mailbridge.imap.throttle import Throttle
 from mailbridge.secrets import Cipher
 from mailbridge.testing.imapctl import MailboxClient
 from mailbridge.testing.mailgen import MaildirWriter, corpus, make_message
-from tests.support.actors import insert_account, running_supervisor, settings_for
+from tests.support.actors import insert_account, running_supervisor, settings_for, synced
 from tests.support.imap_proxy import ImapProxy
-from tests.support.mirror import assert_exact, mirror, server_truth
-
-
-def fill_small(dovecot, user, folders=("INBOX", "Sent", "Archive", "Lists.python-dev"), per_folder=40):
-    with MailboxClient(dovecot, user) as client:
-        for folder in folders:
-            if folder != "INBOX":
-                client.create(folder)
-            client.append_many(folder, list(corpus(per_folder, seed=len(folder))))
-
-
-def synced(status: st.ActorStatus) -> bool:
-    return status.state == st.IDLE and status.cycles >= 1
+from tests.support.mirror import assert_exact, fill_small, mirror, server_truth
 
 
 async def test_actor_mirrors_every_folder_and_new_mail(dovecot, mail_user, db_dsn, encryption_key):

@@ -144,3 +144,13 @@ async def test_preflight_reports_a_checklist(env, dovecot, mail_user):
     assert pooler.code == 1 and "pooler" in pooler.out
     unreachable = run_cli("preflight", env=dict(env, DATABASE_URL="postgresql://u@127.0.0.1:1/db"))
     assert unreachable.code == 1 and "FAIL database" in unreachable.out
+
+
+def test_usage_error_exits_2_before_any_side_effect(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    result = run_cli("accounts", "add", "--email", "x", env={"MAILBRIDGE_HOME": str(home)}, cwd=tmp_path)
+    assert result.code == 2
+    assert "--host" in result.err and "Traceback" not in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert list(home.iterdir()) == []  # no embedded Postgres, no key file

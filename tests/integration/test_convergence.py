@@ -12,14 +12,15 @@ import random
 import time
 
 import pytest
+import trio
 
 from mailbridge.aio.db import Database
 from mailbridge.testing.imapctl import MailboxClient
 from mailbridge.testing.mailgen import corpus, make_message
-from tests.integration.test_serve import Serve
 from tests.support.cli import run_cli
 from tests.support.dovecot import running_dovecot
 from tests.support.mirror import add_account, assert_exact, base_env, mirror, server_truth
+from tests.support.processes import Serve
 
 BASE_FOLDERS = ["INBOX", "Sent", "Archive", "Lists.python-dev", "Reise & Urlaub"]
 
@@ -128,10 +129,10 @@ async def converge(server, user, env, db_dsn, seed: int) -> None:
             deadline = time.monotonic() + 60
             while await db.fetchval("SELECT count(*) FROM messages") < 150:
                 assert time.monotonic() < deadline, "initial sync did not finish"
-                time.sleep(0.1)
+                await trio.sleep(0.1)
             start_event = await db.fetchval("SELECT coalesce(max(id), 0) FROM events")
         changes = Changes(server, user, seed)
-        changes.run(60)
+        await trio.to_thread.run_sync(changes.run, 60)  # blocking IMAP client: off the loop
 
         stopped = time.monotonic()
         deadline = stopped + 90
@@ -146,7 +147,7 @@ async def converge(server, user, env, db_dsn, seed: int) -> None:
                 except AssertionError:
                     pass
             assert time.monotonic() < deadline, f"no convergence:\n{result.out}"
-            time.sleep(1)
+            await trio.sleep(1)
         print(f"converged {time.monotonic() - stopped:.1f} s after the last change")
 
         async with Database.connect(db_dsn) as db:
@@ -176,22 +177,20 @@ async def converge(server, user, env, db_dsn, seed: int) -> None:
 @pytest.mark.slow
 async def test_random_changes_converge_with_condstore_and_qresync(dovecot, mail_user, db_dsn, encryption_key,
                                                                   tmp_path):
-    env = base_env(db_dsn, encryption_key, tmp_path)
-    env["MAILBRIDGE_POLL_SECONDS"] = "1"
+    env = base_env(db_dsn, encryption_key, tmp_path, MAILBRIDGE_POLL_SECONDS="1")
     await converge(dovecot, mail_user, env, db_dsn, seed=1)
 
 
 @pytest.mark.slow
 async def test_random_changes_converge_without_condstore(plain_dovecot, db_dsn, encryption_key, tmp_path):
     user = plain_dovecot.add_user()
-    env = base_env(db_dsn, encryption_key, tmp_path)
-    env["MAILBRIDGE_POLL_SECONDS"] = "1"
+    env = base_env(db_dsn, encryption_key, tmp_path, MAILBRIDGE_POLL_SECONDS="1")
     await converge(plain_dovecot, user, env, db_dsn, seed=2)
 
 
 @pytest.mark.slow
 async def test_random_changes_converge_with_notify(notify_dovecot, db_dsn, encryption_key, tmp_path):
     user = notify_dovecot.add_user()
-    env = base_env(db_dsn, encryption_key, tmp_path)
-    env["MAILBRIDGE_POLL_SECONDS"] = "20"  # pushes do the work; the light cycle's LIST finds deleted folders
+    # pushes do the work; the light cycle's LIST finds deleted folders
+    env = base_env(db_dsn, encryption_key, tmp_path, MAILBRIDGE_POLL_SECONDS="20")
     await converge(notify_dovecot, user, env, db_dsn, seed=3)

@@ -12,8 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -22,24 +20,14 @@ import trio
 
 from mailbridge.aio.db import Database
 from tests.e2e.support import Http
-from tests.support.cli import REPO
+from tests.support.processes import MailbridgeProcess
 
 
-class Demo:
+class Demo(MailbridgeProcess):
+    """A `mailbridge demo` subprocess with `env` as its whole environment."""
+
     def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "mailbridge", "demo"], env=env, cwd=REPO,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self.threads = [threading.Thread(target=self._drain, args=(s, sink), daemon=True)
-                        for s, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
-        for t in self.threads:
-            t.start()
-
-    @staticmethod
-    def _drain(stream, sink) -> None:
-        for line in stream:
-            sink.append(line)
+        super().__init__(["demo"], env)
 
     def line(self, label: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -51,9 +39,6 @@ class Demo:
                 break
             time.sleep(0.1)
         raise AssertionError(f"the demo printed no {label!r} line: {''.join(self.out)} {''.join(self.err)}")
-
-    def text(self) -> str:
-        return "".join(self.out) + "".join(self.err)
 
 
 def dovecot_pids(workdir: str) -> list[int]:
@@ -120,8 +105,7 @@ async def test_demo_runs_syncs_appends_and_cleans_up(db_dsn, tmp_path):
         # SIGINT: exit 0, Dovecot gone, files and database removed
         demo.proc.send_signal(signal.SIGINT)
         code = demo.proc.wait(30)
-        for t in demo.threads:
-            t.join(5)
+        demo.join_output(5)
         assert code == 0, demo.text()[-3000:]
         assert "Traceback" not in demo.text()
         assert "demo removed" in "".join(demo.out)
@@ -148,16 +132,15 @@ async def test_a_second_ctrl_c_exits_at_once_and_still_removes_dovecot_and_files
         database = re.search(r"database (mailbridge_demo_\w+)", demo.line("database", timeout=5)).group(1)
         assert dovecot_pids(workdir)
         demo.proc.send_signal(signal.SIGINT)
-        time.sleep(0.05)
+        await trio.sleep(0.05)
         demo.proc.send_signal(signal.SIGINT)
         code = demo.proc.wait(30)
-        for t in demo.threads:
-            t.join(5)
+        demo.join_output(5)
         assert code == 128 + signal.SIGINT, demo.text()[-3000:]
         assert "Traceback" not in demo.text()
         deadline = time.monotonic() + 10
         while dovecot_pids(workdir) and time.monotonic() < deadline:
-            time.sleep(0.1)  # the master's children exit after it
+            await trio.sleep(0.1)  # the master's children exit after it
         assert dovecot_pids(workdir) == []
         assert not Path(workdir).exists(), (list(Path(workdir).rglob("*"))[:20], demo.text()[-2000:])
         if "demo removed" not in "".join(demo.out):  # the graceful cleanup did not finish first
@@ -169,3 +152,18 @@ async def test_a_second_ctrl_c_exits_at_once_and_still_removes_dovecot_and_files
         if database is not None:
             async with Database.connect(db_dsn, max_size=1) as db:
                 await db.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def test_without_dovecots_imap_server_the_demo_says_what_to_install(monkeypatch, tmp_path, capsys):
+    """dovecot-core installed, dovecot-imapd not: one line naming the package, no traceback."""
+    import mailbridge.testing.dovecot as dovecot_harness
+    from mailbridge.cli import main
+
+    monkeypatch.setattr(dovecot_harness, "find_imap_server", lambda: None)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("MAILBRIDGE_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mailbridge: error: ") and "apt-get install dovecot-imapd" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

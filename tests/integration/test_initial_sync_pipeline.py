@@ -10,37 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from mailbridge.aio.imap import ImapEndpoint, ImapSession
 from mailbridge.errors import DatabaseError, ImapConnectionLost
-from mailbridge.store import accounts as account_store
-from mailbridge.store.accounts import NewAccount
 from mailbridge.sync.account import discover
 from mailbridge.sync.folder import FolderSync
-from mailbridge.testing.mailgen import MaildirWriter, corpus
+from tests.support.folder_sync import fill_inbox, inbox_of, insert_account_row, open_session
 
 N = 230
 BATCH = 40
-
-
-def fill_inbox(user, n: int = N) -> None:
-    MaildirWriter().write(user, "INBOX", corpus(n, seed=11, folder_hint="INBOX"),
-                          flags_for=lambda i, _m: ("\\Seen",) if i % 3 else ())
-
-
-async def add_account(db, dovecot, user) -> int:
-    new = NewAccount(email=f"{user.username}@example.test", imap_host="127.0.0.1", imap_port=dovecot.port,
-                     imap_tls="none", imap_username=user.username, verify_certificate=False)
-    return await account_store.insert(db, new, b"not-a-real-ciphertext", limit=20)
-
-
-def open_session(dovecot, user):
-    return ImapSession.open(ImapEndpoint("127.0.0.1", dovecot.port, "none", user.username), user.password)
-
-
-async def inbox_of(db, session, account_id):
-    await session.enable("CONDSTORE")
-    folders = await discover(db, session, account_id, None)
-    return next(f for f in folders if f.name == "INBOX")
 
 
 async def state(db, folder_id):
@@ -55,48 +31,45 @@ def assert_cursor_matches_rows(row, uids):
     assert row["message_count"] == len(uids)
 
 
-class FailingFetches:
-    """The session, except that the `fail_at`-th metadata UID FETCH loses the connection."""
+class FailsOnce:
+    """`inner` in every respect, except that the `fail_at`-th call `_count` sees raises."""
 
-    def __init__(self, session, fail_at: int) -> None:
-        self._session = session
+    def __init__(self, inner, fail_at: int) -> None:
+        self._inner = inner
         self.fail_at = fail_at
-        self.fetches = 0
+        self.calls = 0
 
     def __getattr__(self, name):
-        return getattr(self._session, name)
+        return getattr(self._inner, name)
+
+    def _count(self, error: Exception) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise error
+
+
+class FailingFetches(FailsOnce):
+    """The session, except that the `fail_at`-th metadata UID FETCH loses the connection."""
 
     async def uid_fetch(self, uid_set, items, **kwargs):
         if "BODY.PEEK" in items:
-            self.fetches += 1
-            if self.fetches == self.fail_at:
-                raise ImapConnectionLost("injected: connection lost during FETCH")
-        return await self._session.uid_fetch(uid_set, items, **kwargs)
+            self._count(ImapConnectionLost("injected: connection lost during FETCH"))
+        return await self._inner.uid_fetch(uid_set, items, **kwargs)
 
 
-class FailingWrites:
+class FailingWrites(FailsOnce):
     """The database, except that the `fail_at`-th batch write (the statement that upserts
     rows and moves the cursor) fails."""
 
-    def __init__(self, db, fail_at: int) -> None:
-        self._db = db
-        self.fail_at = fail_at
-        self.writes = 0
-
-    def __getattr__(self, name):
-        return getattr(self._db, name)
-
     async def fetchrow(self, sql, *args):
         if "INSERT INTO messages" in sql:
-            self.writes += 1
-            if self.writes == self.fail_at:
-                raise DatabaseError("injected: the batch write failed")
-        return await self._db.fetchrow(sql, *args)
+            self._count(DatabaseError("injected: the batch write failed"))
+        return await self._inner.fetchrow(sql, *args)
 
 
 async def test_every_initial_step_leaves_cursor_and_rows_in_agreement(db, dovecot, mail_user):
-    fill_inbox(mail_user)
-    account_id = await add_account(db, dovecot, mail_user)
+    fill_inbox(mail_user, N)
+    account_id = await insert_account_row(db, dovecot, mail_user)
     async with open_session(dovecot, mail_user) as session:
         inbox = await inbox_of(db, session, account_id)
         phases = []
@@ -114,8 +87,8 @@ async def test_every_initial_step_leaves_cursor_and_rows_in_agreement(db, doveco
 
 
 async def test_a_failed_prefetch_keeps_the_batch_it_overlapped(db, dovecot, mail_user):
-    fill_inbox(mail_user)
-    account_id = await add_account(db, dovecot, mail_user)
+    fill_inbox(mail_user, N)
+    account_id = await insert_account_row(db, dovecot, mail_user)
     async with open_session(dovecot, mail_user) as session:
         inbox = await inbox_of(db, session, account_id)
         flaky = FailingFetches(session, fail_at=3)  # batch 3 is fetched while batch 2 is written
@@ -139,8 +112,8 @@ async def test_a_failed_prefetch_keeps_the_batch_it_overlapped(db, dovecot, mail
 
 
 async def test_a_failed_write_keeps_the_batches_before_it(db, dovecot, mail_user):
-    fill_inbox(mail_user)
-    account_id = await add_account(db, dovecot, mail_user)
+    fill_inbox(mail_user, N)
+    account_id = await insert_account_row(db, dovecot, mail_user)
     async with open_session(dovecot, mail_user) as session:
         inbox = await inbox_of(db, session, account_id)
         flaky = FailingWrites(db, fail_at=3)  # batch 3's write, while batch 4 is fetched
@@ -158,7 +131,7 @@ async def test_rows_and_cursor_are_one_statement(db, dovecot, mail_user):
     """Each batch's rows and its cursor are written by a single statement (so they commit
     together even on the pool, outside an explicit transaction)."""
     fill_inbox(mail_user, 90)
-    account_id = await add_account(db, dovecot, mail_user)
+    account_id = await insert_account_row(db, dovecot, mail_user)
     seen = []
 
     class Recording:

@@ -13,10 +13,9 @@ import trio
 from actors import status as st
 from mailbridge.testing.imapctl import MailboxClient
 from mailbridge.testing.mailgen import make_message
-from tests.integration.test_actors import fill_small
 from tests.support.actors import insert_account, running_supervisor, settings_for
 from tests.support.dovecot import running_dovecot
-from tests.support.mirror import assert_exact, mirror, server_truth
+from tests.support.mirror import assert_exact, fill_small, mirror, server_truth
 
 
 @pytest.fixture(scope="module")

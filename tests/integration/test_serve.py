@@ -6,81 +6,22 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 
 import pytest
+import trio
 
 from mailbridge.aio.db import Database
 from mailbridge.testing.imapctl import MailboxClient
 from mailbridge.testing.mailgen import MaildirWriter, corpus, make_message
-from tests.support.cli import REPO, run_cli
+from tests.support.cli import run_cli
 from tests.support.mirror import add_account, assert_exact, base_env, mirror, server_truth
+from tests.support.processes import Serve
 
 
 @pytest.fixture
 def env(db_dsn, encryption_key, tmp_path):
-    e = base_env(db_dsn, encryption_key, tmp_path)
-    e["MAILBRIDGE_POLL_SECONDS"] = "1"
-    return e
-
-
-class Serve:
-    """A `mailbridge serve` subprocess whose output is collected in the background."""
-
-    def __init__(self, env: dict[str, str], bind: str = "127.0.0.1:0") -> None:
-        full = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MAILBRIDGE_ENCRYPTION_KEY")}
-        full.update(env)
-        self.proc = subprocess.Popen([sys.executable, "-m", "mailbridge", "serve", "--bind", bind], env=full, cwd=REPO,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._threads = [threading.Thread(target=self._drain, args=(s, sink), daemon=True)
-                         for s, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
-        for t in self._threads:
-            t.start()
-
-    @staticmethod
-    def _drain(stream, sink) -> None:
-        for line in stream:
-            sink.append(line)
-
-    @property
-    def url(self) -> str:
-        for line in self.out:
-            if "listening on " in line:
-                return line.split("listening on ", 1)[1].split()[0]
-        raise AssertionError("serve printed no URL")
-
-    @property
-    def owner(self) -> str:
-        return f"{socket.gethostname()}:{self.proc.pid}"
-
-    def wait_serving(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(line.startswith("serving as") for line in self.out):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"serve did not start: {''.join(self.out)} {''.join(self.err)}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> tuple[int, float]:
-        start = time.monotonic()
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
-        for t in self._threads:
-            t.join(2)
-        return code, time.monotonic() - start
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+    return base_env(db_dsn, encryption_key, tmp_path, MAILBRIDGE_POLL_SECONDS="1")
 
 
 async def poll(db, sql, *args, until, timeout: float, what: str):
@@ -91,7 +32,7 @@ async def poll(db, sql, *args, until, timeout: float, what: str):
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what} (last value {value!r})")
-        time.sleep(0.05)
+        await trio.sleep(0.05)
 
 
 async def advisory_locks(db) -> int:
@@ -144,7 +85,7 @@ async def test_two_processes_one_owner_and_takeover_after_kill_9(env, dovecot, m
                        until=lambda v: v == first.owner, timeout=10, what="the first process to own it")
             second = Serve(env)
             second.wait_serving()
-            time.sleep(3)
+            await trio.sleep(3)
             assert await db.fetchval("SELECT owner FROM accounts WHERE id = $1", account_id) == first.owner
             assert await advisory_locks(db) == 1
             assert any("standby" in line for line in second.err), second.err
@@ -233,7 +174,7 @@ async def test_serve_answers_http_with_its_token_and_stops_http_first(env, dovec
             if any(a["account_id"] == account_id and a["lock_held"] for a in entries):
                 break
             assert time.monotonic() < deadline, actors
-            time.sleep(0.2)
+            await trio.sleep(0.2)
         code, took = serve.stop()
         assert code == 0 and took < 10
         assert "s3cret-token" not in "".join(serve.out + serve.err)

@@ -10,11 +10,10 @@ import re
 import pytest
 import trio
 
-from tests.integration.test_actors import fill_small, synced
-from tests.support.actors import insert_account, running_supervisor, settings_for
+from tests.support.actors import insert_account, running_supervisor, settings_for, synced
 from tests.support.cli import run_cli
 from tests.support.imap_proxy import ImapProxy
-from tests.support.mirror import assert_exact, base_env, mirror, server_truth
+from tests.support.mirror import assert_exact, base_env, fill_small, mirror, server_truth
 
 
 def damage_once(pattern: bytes, replace):
@@ -70,11 +69,11 @@ async def test_unreadable_rows_are_fetched_again_at_most_every_repair_interval(d
 
     from mailbridge.aio.imap import ImapEndpoint, ImapSession
     from mailbridge.sync.folder import REPAIR_INTERVAL, FolderSync, load_folder
-    from tests.integration.test_initial_sync_pipeline import add_account, fill_inbox, inbox_of
+    from tests.support.folder_sync import fill_inbox, inbox_of, insert_account_row
 
     user = dovecot.add_user()
     fill_inbox(user, 30)
-    account_id = await add_account(db, dovecot, user)
+    account_id = await insert_account_row(db, dovecot, user)
     proxy = ImapProxy("127.0.0.1", dovecot.port)
     proxy.rewrite = lambda chunk: re.sub(rb"(\* \d+ FETCH \(UID 7 .*?RFC822\.SIZE )\d+", rb"\1many", chunk)
     clock = [datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)]

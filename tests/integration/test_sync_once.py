@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+import trio
 
 from mailbridge.aio.db import Database
 from mailbridge.testing.imapctl import MailboxClient
@@ -74,7 +75,7 @@ async def test_kill_9_during_initial_sync_then_resume_exactly(env, dovecot, mail
                 n = await db.fetchval("SELECT count(*) FROM messages")
                 if n >= 1500:
                     break
-                time.sleep(0.05)
+                await trio.sleep(0.05)
             proc.send_signal(signal.SIGKILL)
         finally:
             proc.wait(30)

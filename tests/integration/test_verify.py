@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
+import trio
 
 from mailbridge.aio.db import AccountLock, Database
 from mailbridge.config import Settings
 from mailbridge.testing.imapctl import MailboxClient
 from mailbridge.testing.mailgen import MaildirWriter, corpus, make_message
 from tests.support.cli import REPO, run_cli
-from tests.support.mirror import add_account, base_env
+from tests.support.mirror import add_account, base_env, fill
 
 FOLDERS = ["INBOX", "Sent", "Lists"]
 
@@ -32,20 +33,8 @@ def env(db_dsn, encryption_key, tmp_path):
     return base_env(db_dsn, encryption_key, tmp_path)
 
 
-def fill(dovecot, user, per_folder: int = 40, seed: int = 1) -> None:
-    rng = random.Random(seed)
-    with MailboxClient(dovecot, user) as client:
-        for folder in FOLDERS:
-            if folder != "INBOX":
-                client.create(folder)
-        for n, folder in enumerate(FOLDERS):
-            uids = client.append_many(folder, list(corpus(per_folder, seed=seed + n, folder_hint=folder)))
-            client.store(folder, [u for u in uids if rng.random() < 0.4], add=["\\Seen"])
-            client.store(folder, [u for u in uids if rng.random() < 0.1], add=["\\Flagged", "$Work"])
-
-
 def synced_account(env, dovecot, user, per_folder: int = 40) -> int:
-    fill(dovecot, user, per_folder)
+    fill(dovecot, user, per_folder, folders=FOLDERS)
     account_id = add_account(env, dovecot, user)
     result = run_cli("sync", "--once", env=env, timeout=300)
     assert result.code == 0, result.err
@@ -232,7 +221,7 @@ async def test_verify_during_an_initial_sync_reports_no_false_drift(env, dovecot
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not await db.fetchval("SELECT count(*) FROM messages"):
-                time.sleep(0.05)
+                await trio.sleep(0.05)
             during = verify(env, account_id)
             partial = await db.fetchval("SELECT count(*) FROM messages")
         finally:

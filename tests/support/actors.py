@@ -11,7 +11,7 @@ import trio
 
 from actors.account import AccountActor, ActorDeps, ActorTiming
 from actors.registry import Registry
-from actors.status import ActorStatus
+from actors.status import IDLE, ActorStatus
 from actors.supervisor import DbAccountSource, RestartPolicy, Supervisor
 from mailbridge.aio.db import Database
 from mailbridge.config import Settings, load_settings
@@ -38,6 +38,11 @@ async def insert_account(db: Database, settings: Settings, *, username: str, pas
                      imap_username=username)
     token = Cipher(settings.require_keys()).encrypt(password)
     return await account_store.insert(db, new, token, limit=settings.max_accounts)
+
+
+def synced(status: ActorStatus) -> bool:
+    """The actor finished its first full cycle and waits for the next."""
+    return status.state == IDLE and status.cycles >= 1
 
 
 @dataclass

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from mailbridge.aio.db import Database
 from mailbridge.imap.headers import extract_header_fields
@@ -14,9 +15,10 @@ from tests.support.cli import run_cli
 FOLDERS = ["INBOX", "Sent", "Lists", "Lists.python-dev", "Reise & Urlaub.日本語"]
 
 
-def base_env(db_dsn, encryption_key, tmp_path) -> dict[str, str]:
+def base_env(db_dsn, encryption_key, tmp_path, **extra: str) -> dict[str, str]:
+    """The environment of a `mailbridge` command on the test database (`extra` on top)."""
     return {"DATABASE_URL": db_dsn, "MAILBRIDGE_ENCRYPTION_KEY": encryption_key,
-            "MAILBRIDGE_HOME": str(tmp_path / "home"), "MAILBRIDGE_BATCH_SIZE": "100"}
+            "MAILBRIDGE_HOME": str(tmp_path / "home"), "MAILBRIDGE_BATCH_SIZE": "100", **extra}
 
 
 def add_account(env, dovecot, user) -> int:
@@ -27,17 +29,27 @@ def add_account(env, dovecot, user) -> int:
     return int(result.last_line)
 
 
-def fill(dovecot, user, per_folder: int, seed: int = 1) -> None:
+def fill(dovecot, user, per_folder: int, seed: int = 1, folders: Sequence[str] = FOLDERS) -> None:
+    """`per_folder` generated messages in each of `folders`, some \\Seen, some \\Flagged."""
     rng = random.Random(seed)
     with MailboxClient(dovecot, user) as client:
-        for folder in FOLDERS:
+        for folder in folders:
             if folder != "INBOX":
                 client.create(folder)
-        for n, folder in enumerate(FOLDERS):
+        for n, folder in enumerate(folders):
             messages = list(corpus(per_folder, seed=seed + n, folder_hint=folder))
             uids = client.append_many(folder, messages)
             client.store(folder, [u for u in uids if rng.random() < 0.4], add=["\\Seen"])
             client.store(folder, [u for u in uids if rng.random() < 0.1], add=["\\Flagged", "$Work"])
+
+
+def fill_small(dovecot, user, folders=("INBOX", "Sent", "Archive", "Lists.python-dev"), per_folder=40):
+    """`per_folder` generated messages in each of `folders`, no flags."""
+    with MailboxClient(dovecot, user) as client:
+        for folder in folders:
+            if folder != "INBOX":
+                client.create(folder)
+            client.append_many(folder, list(corpus(per_folder, seed=len(folder))))
 
 
 async def mirror(db_dsn, account_id) -> dict[str, dict[int, dict]]:

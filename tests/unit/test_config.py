@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +81,58 @@ def test_env_example_lists_every_tunable():
         assert tunable.env in text
     for var in ("DATABASE_URL", "MAILBRIDGE_HOME", "MAILBRIDGE_ENCRYPTION_KEY", "MAILBRIDGE_API_TOKEN", "PORT"):
         assert var in text
+
+
+ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
+# the variables outside TUNABLES, with their default as .env.example writes it (None: unset)
+OTHER_VARIABLES: dict[str, str | None] = {
+    "DATABASE_URL": None,
+    "MAILBRIDGE_HOME": "~/.local/share/mailbridge",
+    "MAILBRIDGE_ENCRYPTION_KEY": None,
+    "IMAP_ENCRYPTION_KEY": None,
+    "MAILBRIDGE_API_TOKEN": None,
+    "PORT": None,
+    "DATABASE_URL_TEST": None,
+}
+_ASSIGNMENT = re.compile(r"(?P<unset># )?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)")
+
+
+def env_example_entries() -> dict[str, tuple[str | None, str]]:
+    """Each variable of .env.example → (its value, None when commented out; the comment
+    line above it)."""
+    entries: dict[str, tuple[str | None, str]] = {}
+    previous = ""
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        match = _ASSIGNMENT.fullmatch(line)
+        if match is not None:
+            assert match["name"] not in entries, f"{match['name']} twice in .env.example"
+            value = None if match["unset"] else match["value"]
+            assert match["value"] == "" or value is not None, f"commented {match['name']} carries a value"
+            entries[match["name"]] = (value, previous)
+        previous = line
+    return entries
+
+
+def test_env_example_agrees_with_the_defaults():
+    entries = env_example_entries()
+    expected = {t.env: None if t.default is None else str(t.default) for t in TUNABLES}
+    expected.update(OTHER_VARIABLES)
+    assert {name: value for name, (value, _) in entries.items()} == expected
+    for tunable in TUNABLES:
+        assert entries[tunable.env][1] == f"# {tunable.help}", tunable.env
+
+
+def test_copying_env_example_changes_no_setting():
+    env = {"DATABASE_URL": "postgresql://u@localhost/db"}
+    copied = load_settings(env, dotenv=ENV_EXAMPLE)
+    assert copied == load_settings(env, dotenv=None)
+
+
+def test_readme_configuration_table_agrees_with_tunables():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = {m["name"]: (m["default"], m["meaning"]) for m in re.finditer(
+        r"^\| `(?P<name>[A-Z][A-Z0-9_]*)` \| (?P<default>[^|]+?) \| (?P<meaning>.+?) \|$", readme, re.MULTILINE)}
+    for tunable in TUNABLES:
+        default = "unset" if tunable.default is None else f"`{tunable.default}`"
+        assert rows.get(tunable.env) == (default, tunable.help), tunable.env
+    assert set(OTHER_VARIABLES) - {"IMAP_ENCRYPTION_KEY"} <= set(rows)

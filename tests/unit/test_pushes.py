@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from actors.pushes import NotifyPushes
 from mailbridge.imap.models import ServerPush
-from tests.unit.test_planner import folder
+from tests.support.folders import folder
 
 INBOX, ARCHIVE, TRIP, TRASH = (folder(1, "INBOX"), folder(2, "Archive"),
                                replace(folder(3, "Reise & Urlaub"), raw_name="Reise &- Urlaub"),
