@@ -32,6 +32,17 @@ class DatabaseUnavailable(DatabaseError):
     """Postgres cannot be reached, or the connection was lost."""
 
 
+class DatabaseTimeout(DatabaseError):
+    """A statement ran past `statement_timeout` (SQLSTATE 57014) or waited past
+    `lock_timeout` for a lock (55P03); `sqlstate` tells which.  The work can be retried."""
+
+
+class DatabaseDataError(DatabaseError):
+    """A statement's values were refused: by Postgres (SQLSTATE classes 22 and 54: out of
+    range, invalid text, too long for an index entry) or by the driver encoding them
+    (then without a SQLSTATE).  Writing fewer or other rows may succeed."""
+
+
 class UniqueViolation(DatabaseError):
     """An insert or update broke a unique constraint."""
 
@@ -66,21 +77,76 @@ class ImapTlsError(ImapConnectError):
     """The TLS handshake failed (certificate, protocol)."""
 
 
+class ImapUnavailable(ImapConnectError):
+    """The server is there but will not serve us now: a ``* BYE`` greeting, a
+    ``[UNAVAILABLE]`` answer, "too many connections".  Retry later, not at once.
+
+    `retry_after`: seconds the server asked us to wait, when it said so (else None).
+    `reason_code`: the RFC 5530 response code it gave (e.g. ``"UNAVAILABLE"``,
+    ``"INUSE"``, ``"LIMIT"``), or ``"TOOMANYCONNECTIONS"`` when only its words said so.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 reason_code: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.reason_code = reason_code
+
+
 class ImapAuthError(ImapError):
-    """The server rejected the credentials."""
+    """The server rejected the credentials.  `code`: its RFC 5530 response code
+    (``"AUTHENTICATIONFAILED"``, ``"AUTHORIZATIONFAILED"``, ``"EXPIRED"``, ...) or None."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ImapThrottled(ImapError):
+    """The server refused a command because we send too many (Office 365's "Request is
+    throttled. Suggested Backoff Time: N milliseconds").  Wait `retry_after` seconds
+    (capped by us) before the next command; the connection stays usable."""
+
+    def __init__(self, message: str, retry_after: float, command: str = "") -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.command = command
 
 
 class ImapCommandError(ImapError):
-    """The server answered NO or BAD to a command."""
+    """The server answered NO or BAD to a command.  `code`: the RFC 5530 response code
+    of the answer (``"LIMIT"``, ``"INUSE"``, ``"OVERQUOTA"``, ``"SERVERBUG"``,
+    ``"NONEXISTENT"``, ...), upper-case, or None."""
 
-    def __init__(self, message: str, command: str = "", status: str = "") -> None:
+    def __init__(self, message: str, command: str = "", status: str = "",
+                 code: str | None = None) -> None:
         super().__init__(message)
         self.command = command
         self.status = status
+        self.code = code
+
+
+class UnusableMailboxName(ImapCommandError):
+    """A mailbox name cannot be put in a command (it holds CR, LF or NUL): no command was
+    sent, the connection is fine; skip that mailbox.  `name`: the name as received."""
+
+    def __init__(self, message: str, name: str, command: str = "") -> None:
+        super().__init__(message, command, "")
+        self.name = name
 
 
 class ImapProtocolError(ImapError):
-    """The server sent something we cannot parse."""
+    """The server sent something we cannot parse, or is not an IMAP server (foreign
+    banner, wrong tag, no IMAP4rev1)."""
+
+
+class ImapResponseTooLarge(ImapProtocolError):
+    """The server sent a line or a literal over our bound (`limit` bytes); the connection
+    was dropped before reading it."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class ImapConnectionLost(ImapError):

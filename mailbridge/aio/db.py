@@ -4,6 +4,11 @@ Every asyncpg error is translated into `mailbridge.errors`.  Rows are asyncpg `R
 (read-only mappings).  Transactions roll back on any exception or cancellation; the
 rollback is shielded and bounded, and a connection whose rollback fails is terminated
 rather than returned to the pool in an unknown state.
+
+The pool's connections carry `statement_timeout` and `lock_timeout` (STATEMENT_TIMEOUT,
+LOCK_TIMEOUT by default): a statement stuck behind a user's long transaction, or one that
+runs away, ends as DatabaseTimeout instead of stalling an actor without end.  Dedicated
+connections (`connect_once`, the account lock, LISTEN) have none: migrations may be long.
 """
 
 from __future__ import annotations
@@ -18,9 +23,18 @@ import asyncpg
 import trio
 
 from mailbridge.aio.loop import call
-from mailbridge.errors import DatabaseError, DatabaseUnavailable, LockLost, UniqueViolation
+from mailbridge.errors import (
+    DatabaseDataError,
+    DatabaseError,
+    DatabaseTimeout,
+    DatabaseUnavailable,
+    LockLost,
+    UniqueViolation,
+)
 
 CLEANUP_TIMEOUT = 5.0
+STATEMENT_TIMEOUT = 60.0  # seconds a pooled statement may run
+LOCK_TIMEOUT = 10.0  # seconds a pooled statement may wait for a lock
 ACCOUNT_LOCK_CLASS = 0x6D62  # first key of the two-key advisory lock ("mb")
 
 Record = asyncpg.Record
@@ -29,14 +43,27 @@ Record = asyncpg.Record
 def _translate(exc: BaseException) -> BaseException:
     if isinstance(exc, asyncpg.UniqueViolationError):
         return UniqueViolation(str(exc), exc.sqlstate)
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return DatabaseTimeout(
+            f"Postgres cancelled a statement that ran past statement_timeout (or was cancelled by hand): {exc}; "
+            "the work is retried later (look for long-running queries if this repeats)", exc.sqlstate)
+    if isinstance(exc, asyncpg.LockNotAvailableError):
+        return DatabaseTimeout(
+            f"a statement waited past lock_timeout for a lock another transaction holds: {exc}; the work is "
+            "retried later (look in pg_stat_activity for a long transaction if this repeats)", exc.sqlstate)
     if isinstance(exc, (asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)):
         return DatabaseUnavailable(f"Postgres refused the connection: {exc}", exc.sqlstate)
     if isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
         return DatabaseUnavailable(f"Postgres rejected the login in DATABASE_URL: {exc}", exc.sqlstate)
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return DatabaseUnavailable(f"the database in DATABASE_URL does not exist: {exc}", exc.sqlstate)
+    if isinstance(exc, (asyncpg.DataError, asyncpg.ProgramLimitExceededError)):
+        return DatabaseDataError(str(exc), getattr(exc, "sqlstate", None))
     if isinstance(exc, asyncpg.PostgresError):
         return DatabaseError(str(exc), getattr(exc, "sqlstate", None))
+    if isinstance(exc, asyncpg.exceptions._base.DataError):
+        # the driver could not encode a parameter (e.g. a date beyond its range)
+        return DatabaseDataError(f"a value could not be sent to Postgres: {exc}")
     if isinstance(exc, (asyncpg.InterfaceError, asyncpg.InternalClientError)):
         return DatabaseUnavailable(f"the Postgres connection failed: {exc}")
     if isinstance(exc, (OSError, ConnectionError, socket.gaierror, TimeoutError)):
@@ -100,13 +127,20 @@ class Database:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, dsn: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 15.0
+        cls, dsn: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 15.0,
+        statement_timeout: float | None = STATEMENT_TIMEOUT, lock_timeout: float | None = LOCK_TIMEOUT,
     ) -> AsyncIterator["Database"]:
-        """Open a pool; DatabaseUnavailable when Postgres cannot be reached in `timeout`."""
+        """Open a pool; DatabaseUnavailable when Postgres cannot be reached in `timeout`.
+
+        Its statements are bounded by `statement_timeout` and `lock_timeout` seconds
+        (None or 0: unbounded); past them they raise DatabaseTimeout.
+        """
+        settings = {name: f"{int(value * 1000)}ms" for name, value in
+                    (("statement_timeout", statement_timeout), ("lock_timeout", lock_timeout)) if value}
         with trio.move_on_after(timeout) as scope:
             pool = await _db_call(
                 asyncpg.create_pool, dsn, min_size=min_size, max_size=max_size,
-                command_timeout=None, timeout=timeout,
+                command_timeout=None, timeout=timeout, server_settings=settings,
             )
         if scope.cancelled_caught:
             raise DatabaseUnavailable(f"Postgres did not answer within {timeout:g} s")

@@ -7,12 +7,19 @@ pipelined); each first waits on the optional throttle, then runs under the comma
 timeout.  Responses come back as raw lines (see `mailbridge.imap.fetch` and
 `mailbridge.imap.responses` for the pure parsers).  The session knows which mailbox is
 selected (`selected`).  Errors are `mailbridge.errors` types, translated from the
-library's by one table per kind of call (`map_exceptions`); passwords never appear in them.
+library's by one table per kind of call (`map_exceptions`); passwords never appear in them
+(`redact`).  What the server says beyond OK/NO/BAD is read here (`mailbridge.imap.codes`):
+a throttled command is `ImapThrottled`, ``[UNAVAILABLE]`` or "too many connections" is
+`ImapUnavailable`, other RFC 5530 codes ride along as `code` on ImapCommandError and
+ImapAuthError.  A mailbox name that cannot be sent (CR, LF, NUL) is UnusableMailboxName,
+raised before anything is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
+import re
 import socket
 import ssl
 from contextlib import asynccontextmanager, contextmanager
@@ -22,8 +29,9 @@ from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Protocol, Se
 import trio
 from aioimaplib import aioimaplib as _aio
 
-from mailbridge.aio._imapproto import LinearIMAP4
+from mailbridge.aio._imapproto import HEADER_LITERAL_MAX, LinearIMAP4
 from mailbridge.aio.loop import call
+from mailbridge.aio.redact import holding, redact
 from mailbridge.errors import (
     ImapAuthError,
     ImapCommandError,
@@ -31,12 +39,21 @@ from mailbridge.errors import (
     ImapConnectionLost,
     ImapError,
     ImapProtocolError,
+    ImapThrottled,
     ImapTimeout,
     ImapTlsError,
+    ImapUnavailable,
+    UnusableMailboxName,
 )
+from mailbridge.imap.codes import LOGIN_TRANSIENT_CODES, response_code, throttle_hint, too_many_connections
 
 CLEANUP_TIMEOUT = 5.0
 TLS_MODES = ("tls", "starttls", "none")
+BODY_LITERAL_MAX = 26_214_400  # a whole message's default bound (MAILBRIDGE_BODY_MAX_BYTES' default)
+_CONTROL = re.compile(r"[\x00\r\n]")
+# FETCH items that return a whole message (or its whole text), not just header fields
+_BODY_ITEMS = re.compile(r"\b(?:BODY(?:\.PEEK)?\[(?:TEXT)?\]|BINARY(?:\.PEEK)?\[|RFC822(?:\.TEXT)?(?![.\w]))",
+                         re.IGNORECASE)
 
 
 class CommandGate(Protocol):
@@ -69,6 +86,7 @@ class ImapResponse:
     status: str
     lines: list[bytes | bytearray]
     text: str = ""
+    cut_literals: int = 0  # literals over the command's bound, cut to it (see `uid_fetch`)
 
     @property
     def lines_and_text(self) -> list[bytes | bytearray]:
@@ -77,15 +95,25 @@ class ImapResponse:
         return [*self.lines, self.text.encode("utf-8", "replace")]
 
     @classmethod
-    def from_aio(cls, result: str, lines: list) -> "ImapResponse":
+    def from_aio(cls, result: str, lines: list, cut_literals: int = 0) -> "ImapResponse":
         lines = list(lines)
         last = lines.pop() if lines else b""
-        return cls(result, lines, bytes(last).decode("utf-8", "replace"))
+        return cls(result, lines, bytes(last).decode("utf-8", "replace"), cut_literals)
 
 
 def quote(value: str) -> str:
     """An IMAP quoted string for an ASCII argument (mailbox names are modified UTF-7)."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def check_mailbox_name(raw_name: str, command: str = "") -> str:
+    """`raw_name` if it can be put in a command; UnusableMailboxName if it holds CR, LF
+    or NUL (no quoting can carry those)."""
+    if _CONTROL.search(raw_name):
+        raise UnusableMailboxName(
+            f"the mailbox name {raw_name[:80]!r} holds a line break or NUL, which no IMAP command can "
+            "carry: mailbridge skips it (rename it on the server to mirror it)", raw_name, command)
+    return raw_name
 
 
 def _ssl_context(endpoint: ImapEndpoint) -> ssl.SSLContext:
@@ -223,6 +251,7 @@ class ImapSession:
         self._pushes: list[bytes] = []  # those lines, kept for `take_pushes`
         self._lost: list[BaseException | None] = []
         self._lost_event = trio.Event()
+        self._not_before = 0.0  # trio time before which no command is sent (a throttle hint)
 
     # --- opening -----------------------------------------------------------------------
 
@@ -240,8 +269,11 @@ class ImapSession:
     ) -> AsyncIterator["ImapSession"]:
         """A logged-in session for the block; LOGOUT and close on exit (even on cancel).
 
-        Raises ImapConnectError/ImapTlsError (cannot connect), ImapAuthError (LOGIN
-        refused), ImapProtocolError (not an IMAP server).
+        Raises ImapConnectError/ImapTlsError (cannot connect), ImapUnavailable (a BYE
+        greeting, [UNAVAILABLE], too many connections), ImapAuthError (LOGIN refused),
+        ImapThrottled, ImapProtocolError (not an IMAP server: foreign banner, wrong tag,
+        no IMAP4rev1).  The password is redacted from every error and log line of the
+        seam while the session is open.
         """
         if endpoint.tls not in TLS_MODES:
             raise ImapConnectError(f"unknown TLS mode {endpoint.tls!r}: use tls, starttls or none")
@@ -250,15 +282,17 @@ class ImapSession:
             await gate.acquire()
         if on_command is not None:
             on_command("CAPABILITY")
-        session = await cls._connect(endpoint, timeout, connect_timeout, gate, on_command)
-        try:
-            await session._login(password)
-            yield session
-        finally:
-            await session.close()
+        with holding(password):
+            session = await cls._connect(endpoint, timeout, connect_timeout, gate, on_command)
+            try:
+                await session._login(password)
+                yield session
+            finally:
+                await session.close()
 
     @classmethod
-    async def _connect(cls, endpoint, timeout, connect_timeout, gate, on_command) -> "ImapSession":
+    async def _connect(cls, endpoint: ImapEndpoint, timeout: float, connect_timeout: float,
+                       gate: CommandGate | None, on_command: Callable[[str], None] | None) -> "ImapSession":
         context = _ssl_context(endpoint) if endpoint.tls == "tls" else None
         lost: list[BaseException | None] = []
         lost_event = trio.Event()
@@ -269,9 +303,14 @@ class ImapSession:
 
         async def connect() -> LinearIMAP4:
             client = LinearIMAP4(endpoint.host, endpoint.port, timeout=timeout, ssl_context=context,
-                                 conn_lost_cb=on_lost)
+                                 conn_lost_cb=on_lost, where=endpoint.describe())
+
+            async def greeted() -> None:
+                await client._client_task  # refused, DNS or TLS failures are raised here
+                await client.protocol.greeted  # the greeting and CAPABILITY, judged by the protocol
+
             try:
-                await asyncio.wait_for(client.wait_hello_from_server(), connect_timeout)
+                await asyncio.wait_for(greeted(), connect_timeout)
             except BaseException:
                 if client.protocol.transport is not None:
                     client.protocol.transport.abort()
@@ -321,15 +360,22 @@ class ImapSession:
                 f"{self.endpoint.describe()} refuses LOGIN on this connection (LOGINDISABLED); "
                 "use --tls tls or --tls starttls"
             )
+        if _CONTROL.search(self.endpoint.username) or _CONTROL.search(password):
+            raise ImapAuthError(
+                f"the username or password for {self.endpoint.describe()} holds a line break or NUL, "
+                "which LOGIN cannot carry: store the right credentials (accounts update)")
         await self._before("LOGIN")
         with map_exceptions(_LOGIN_ERRORS, During(self.endpoint, "LOGIN", self.timeout)):
             with trio.fail_after(self.timeout):
                 response = await self._unless_lost(self._proto.login, self.endpoint.username, password)
         if response.result != "OK":
-            detail = bytes(response.lines[-1]).decode("utf-8", "replace") if response.lines else ""
-            detail = detail.replace(password, "***") if password else detail
+            detail = redact(bytes(response.lines[-1]).decode("utf-8", "replace"), password) if response.lines else ""
+            refusal = self._refusal("LOGIN", detail, login=True)
+            if refusal is not None:
+                raise refusal
             raise ImapAuthError(
-                f"authentication failed for {self.endpoint.username!r} at {self.endpoint.describe()}: {detail}"
+                f"authentication failed for {self.endpoint.username!r} at {self.endpoint.describe()}: {detail}",
+                response_code(detail),
             )
         # capabilities may grow after LOGIN (ENABLE, CONDSTORE, ...): ask again, exactly
         await self.refresh_capabilities()
@@ -337,6 +383,8 @@ class ImapSession:
     # --- commands ----------------------------------------------------------------------
 
     async def _before(self, name: str) -> None:
+        if self._not_before > trio.current_time():  # the server asked us to back off
+            await trio.sleep_until(self._not_before)
         if self._gate is not None:
             await self._gate.acquire()
         if self._on_command is not None:
@@ -347,19 +395,56 @@ class ImapSession:
             raise ImapConnectionLost(f"connection to {self.endpoint.describe()} is closed")
 
     async def _run(self, name: str, *args: str, prefix: str = "", timeout: float | None = None,
-                   untagged: str | None = None) -> ImapResponse:
+                   untagged: str | None = None, literal_limit: int | None = None,
+                   literal_what: str = "a literal", cut_at: int | None = None) -> ImapResponse:
         async with self._lock:
             self._check_alive()
             command = f"{prefix} {name}".strip()
             await self._before(command)
             limit = self.timeout if timeout is None else timeout
-            with map_exceptions(_COMMAND_ERRORS, During(self.endpoint, command, limit), on_error=self._abort):
-                with trio.fail_after(limit):
-                    response = await self._unless_lost(self._proto.run, name, *args, prefix=prefix,
-                                                       untagged_resp_name=untagged)
+            proto = self._proto
+            proto.cut_literals, proto._discarded = 0, 0
+            if literal_limit is not None:  # a literal over it ends the connection
+                proto.literal_limit, proto.literal_cut, proto.literal_what = literal_limit, False, literal_what
+            elif cut_at is not None:  # a literal over it is cut
+                proto.literal_limit = cut_at
+            try:
+                with map_exceptions(_COMMAND_ERRORS, During(self.endpoint, command, limit), on_error=self._abort):
+                    with trio.fail_after(limit):
+                        response = await self._unless_lost(proto.run, name, *args, prefix=prefix,
+                                                           untagged_resp_name=untagged)
+            finally:
+                proto.literal_limit, proto.literal_cut = HEADER_LITERAL_MAX, True
+                proto.literal_what = "a literal"
             if self.notifying and name not in ("STATUS", "LIST"):  # those callers sort their own
                 self._keep_pushes(response.lines)
-            return ImapResponse.from_aio(response.result, response.lines)
+            result = ImapResponse.from_aio(response.result, response.lines, proto.cut_literals)
+            if result.status != "OK":
+                refusal = self._refusal(command, result.text)
+                if refusal is not None:
+                    if isinstance(refusal, ImapUnavailable):
+                        self._abort()
+                    elif isinstance(refusal, ImapThrottled):
+                        self._not_before = trio.current_time() + refusal.retry_after
+                    raise refusal
+            return result
+
+    def _refusal(self, command: str, text: str, *, login: bool = False) -> ImapError | None:
+        """The error a NO/BAD `text` is whatever the command (throttled, unavailable), or
+        None when it is the command's own failure."""
+        where = self.endpoint.describe()
+        wait = throttle_hint(text)
+        if wait is not None:
+            return ImapThrottled(f"{where} throttles us ({text[:200]}): mailbridge waits {wait:g} s before "
+                                 "its next command", wait, command)
+        code = response_code(text)
+        crowded = too_many_connections(text)
+        if code == "UNAVAILABLE" or crowded or (login and code in LOGIN_TRANSIENT_CODES):
+            reason = code or "TOOMANYCONNECTIONS"
+            hint = ("close other IMAP clients of this account or lower their number; mailbridge retries later"
+                    if crowded or reason in ("LIMIT", "INUSE") else "mailbridge retries later")
+            return ImapUnavailable(f"{where} refused {command} ({text[:200]}): {hint}", reason_code=reason)
+        return None
 
     def _keep_pushes(self, lines: Sequence[Any]) -> None:
         """Keep the untagged STATUS and LIST lines (NOTIFY pushes about other mailboxes)
@@ -395,19 +480,28 @@ class ImapSession:
         if failure:
             raise failure[0]
         if not outcome:
+            if self._proto.failure is not None:
+                raise self._proto.failure  # why the protocol dropped the connection
             raise ConnectionResetError("the connection was lost")
         return outcome[0]
 
     async def command(self, name: str, *args: str, prefix: str = "", timeout: float | None = None,
-                      untagged: str | None = None, check: bool = True) -> ImapResponse:
-        """Run a command; with `check`, NO/BAD raises ImapCommandError."""
-        response = await self._run(name, *args, prefix=prefix, timeout=timeout, untagged=untagged)
+                      untagged: str | None = None, check: bool = True, literal_limit: int | None = None,
+                      literal_what: str = "a literal") -> ImapResponse:
+        """Run a command; with `check`, NO/BAD raises ImapCommandError (with the RFC 5530
+        `code`).  Whatever `check`, a throttled command raises ImapThrottled and
+        ``[UNAVAILABLE]`` / too many connections raises ImapUnavailable (the connection is
+        dropped).  `literal_limit`: a literal over it drops the connection
+        (ImapResponseTooLarge); without it, literals are cut at HEADER_LITERAL_MAX."""
+        response = await self._run(name, *args, prefix=prefix, timeout=timeout, untagged=untagged,
+                                   literal_limit=literal_limit, literal_what=literal_what)
         if check and response.status != "OK":
             self._raise_for(name, response)
         return response
 
     def _raise_for(self, name: str, response: ImapResponse) -> None:
-        raise ImapCommandError(f"{name} failed: {response.status} {response.text}", name, response.status)
+        raise ImapCommandError(f"{name} failed: {response.status} {response.text}", name, response.status,
+                               response_code(response.text))
 
     async def refresh_capabilities(self) -> frozenset[str]:
         """Ask CAPABILITY again (after STARTTLS or LOGIN)."""
@@ -473,7 +567,7 @@ class ImapSession:
         `qresync=(uidvalidity, modseq)` asks for VANISHED (EARLIER) since that modseq.
         """
         name = "EXAMINE" if readonly else "SELECT"
-        args = [quote(raw_name)]
+        args = [quote(check_mailbox_name(raw_name, name))]
         if qresync is not None and "QRESYNC" in self.enabled:
             args.append(f"(QRESYNC ({qresync[0]} {qresync[1]}))")
         elif condstore and self.has("CONDSTORE"):
@@ -515,13 +609,29 @@ class ImapSession:
         return response.status == "OK"
 
     async def status(self, raw_name: str, items: Sequence[str]) -> ImapResponse:
-        return await self.command("STATUS", quote(raw_name), "(" + " ".join(items) + ")")
+        return await self.command("STATUS", quote(check_mailbox_name(raw_name, "STATUS")), "(" + " ".join(items) + ")")
 
     async def uid_fetch(self, uid_set: str, items: str, *, modifiers: str = "",
-                        timeout: float | None = None) -> ImapResponse:
-        """UID FETCH `uid_set` `items` [modifiers], e.g. ``(CHANGEDSINCE 5 VANISHED)``."""
+                        timeout: float | None = None, max_literal: int | None = None) -> ImapResponse:
+        """UID FETCH `uid_set` `items` [modifiers], e.g. ``(CHANGEDSINCE 5 VANISHED)``.
+
+        Literals are bounded while they arrive.  Items that return a whole message
+        (``BODY.PEEK[]``, ``RFC822``, ...) allow `max_literal` bytes (default
+        BODY_LITERAL_MAX): a larger one drops the connection before it is read
+        (ImapResponseTooLarge).  Other items (header fields) keep HEADER_LITERAL_MAX
+        bytes of each literal (or `max_literal`) and drop the rest: the response counts
+        them in `cut_literals`, and one message cannot stop a folder.
+        """
         parts = f"{items} {modifiers}".strip()
-        return await self.command("FETCH", uid_set, parts, prefix="UID", timeout=timeout)
+        whole = _BODY_ITEMS.search(items) is not None
+        if whole:
+            limit = BODY_LITERAL_MAX if max_literal is None else max_literal
+            return await self.command("FETCH", uid_set, parts, prefix="UID", timeout=timeout, literal_limit=limit,
+                                      literal_what="a message body (MAILBRIDGE_BODY_MAX_BYTES)")
+        response = await self._run("FETCH", uid_set, parts, prefix="UID", timeout=timeout, cut_at=max_literal)
+        if response.status != "OK":
+            self._raise_for("FETCH", response)
+        return response
 
     async def uid_search(self, criteria: str, *, timeout: float | None = None) -> ImapResponse:
         """UID SEARCH `criteria`; as ``RETURN (ALL)`` (RFC 4731) where the server offers
@@ -534,7 +644,7 @@ class ImapSession:
     async def noop(self) -> ImapResponse:
         return await self.command("NOOP")
 
-    def take_unsolicited(self) -> list[bytes]:
+    def take_unsolicited(self) -> builtins.list[bytes]:  # `list` here is ImapSession.list
         """Untagged responses received outside any command since the last call."""
         lines = list(self._proto.unsolicited)
         self._proto.unsolicited.clear()

@@ -1,22 +1,54 @@
-"""The asyncio loop that lives inside trio (trio-asyncio), and the bridge call."""
+"""The asyncio loop that lives inside trio (trio-asyncio), and the bridge call.
+
+The loop's exception handler (`on_loop_exception`) only logs, redacted: an error in a
+protocol callback or in a task nothing awaits (aioimaplib starts some) is that
+connection's trouble, never the process's.  trio-asyncio's default handler re-raises such
+an error into the loop's nursery, which ends every account at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import traceback
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import trio
 import trio_asyncio
 
+from mailbridge.aio.redact import redact
 from mailbridge.errors import root_cause
 
 T = TypeVar("T")
+log = logging.getLogger("mailbridge.aio")
+
+
+def on_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Log an error asyncio could not hand to anyone (redacted, one line; the traceback's
+    frames at DEBUG); never raises."""
+    try:
+        message = redact(str(context.get("message") or "error in the asyncio loop"))
+        exc = context.get("exception")
+        if exc is None:
+            log.error("asyncio: %s", message)
+            return
+        log.error("asyncio: %s: %s: %s", message, type(exc).__name__, redact(str(exc)))
+        if log.isEnabledFor(logging.DEBUG):  # frames and source lines only, never messages
+            log.debug("asyncio: where: %s", "".join(traceback.format_tb(exc.__traceback__)))
+    except Exception:  # a handler that fails would be reported by the loop's default one
+        pass
+
+
+def _install(loop: asyncio.AbstractEventLoop) -> None:
+    loop.set_exception_handler(on_loop_exception)
 
 
 @asynccontextmanager
 async def open_loop() -> AsyncIterator[None]:
     """Open the asyncio loop the seam's calls run on, for the enclosed block."""
-    async with trio_asyncio.open_loop():
+    async with trio_asyncio.open_loop() as loop:
+        _install(loop)
         yield
 
 
@@ -29,7 +61,8 @@ def run(async_fn: Callable[..., Awaitable[T]], *args: Any, **trio_kwargs: Any) -
     """
 
     async def _main() -> T:
-        async with trio_asyncio.open_loop():
+        async with trio_asyncio.open_loop() as loop:
+            _install(loop)
             return await async_fn(*args)
 
     try:
