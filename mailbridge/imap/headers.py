@@ -30,6 +30,7 @@ from __future__ import annotations
 import binascii
 import codecs
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.charset import Charset
 from email.header import decode_header as _email_decode_header
@@ -122,18 +123,42 @@ def extract_header_fields(raw: bytes | bytearray | None) -> HeaderFields:
                     name = addr
             if name:
                 from_name = decode_header_value(name, defects).strip() or None
+    mid = _message_id(message_id) if message_id is not None else None
+    if mid is not None and len(mid) > _ID_CHARS_SAFE:
+        mid = _bounded_id(mid, "Message-ID", defects)
+    reply_to = _first_msgid(in_reply_to) if in_reply_to else None
+    if reply_to is not None and len(reply_to) > _ID_CHARS_SAFE:
+        reply_to = _bounded_id(reply_to, "In-Reply-To", defects)
+    refs = _msgids(references) if references else ()
+    if references is not None and len(references) > _ID_CHARS_SAFE:
+        refs = tuple(r for r in refs if len(r) <= _ID_CHARS_SAFE or _bounded_id(r, "References", defects))
     return HeaderFields(
-        _message_id(message_id) if message_id is not None else None,
+        mid,
         decode_header_value(subject, defects) if subject is not None else None,
         from_name,
         from_email,
         _emails(to, defects, "To") if to else (),
         _emails(cc, defects, "Cc") if cc else (),
         parse_date(date, defects) if date is not None else None,
-        _first_msgid(in_reply_to) if in_reply_to else None,
-        _msgids(references) if references else (),
+        reply_to,
+        refs,
         tuple(defects),
     )
+
+
+# A message id is indexed (Message-ID, In-Reply-To: btree; References: GIN), and an index
+# entry holds at most ~2.7 kB: longer ids are dropped (none is real: RFC 5322 lines end at
+# 998 characters).  Ids of at most _ID_CHARS_SAFE characters fit whatever they hold.
+_ID_MAX_BYTES = 998
+_ID_CHARS_SAFE = _ID_MAX_BYTES // 4
+
+
+def _bounded_id(value: str, field: str, defects: list[str]) -> str | None:
+    """`value` if its UTF-8 form fits _ID_MAX_BYTES, else None and a defect."""
+    if len(value.encode("utf-8", "replace")) <= _ID_MAX_BYTES:
+        return value
+    defects.append(f"{field} id of {len(value)} characters dropped (at most {_ID_MAX_BYTES} bytes are kept)")
+    return None
 
 
 def _is_address(addr: str) -> bool:
@@ -183,8 +208,8 @@ def _first_msgid(value: str) -> str | None:
             if inner:
                 return inner
         return None
-    m = _BARE_ID.search(value)
-    return m.group(0) if m is not None else None
+    bare = _BARE_ID.search(value)
+    return bare.group(0) if bare is not None else None
 
 
 # --- RFC 2047 encoded words ------------------------------------------------------------
@@ -195,6 +220,7 @@ _ECRE = re.compile(r"=\?([^?]*?)\?([qQbB])\?(.*?)\?=")
 _LINEBREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 _Q_ODD = re.compile(rb"=(?![0-9A-Fa-f]{2})")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # charset name (lowercased) -> (canonical name, codec) when the email package decodes it
 # without conversion; None when it does something else (left to the email package).
@@ -262,6 +288,23 @@ def _nonctext(s: str) -> bool:
     return s.isspace() or s in ("(", ")", "\\")
 
 
+@dataclass(frozen=True, slots=True)
+class _EncodedRun:
+    """Neighbouring encoded words in one charset, their bytes joined."""
+
+    data: bytes
+    charset: str
+
+
+def _add_plain(runs: list[str | _EncodedRun], text: str) -> None:
+    """Append plain text to `runs`: joined with a space to plain text before it."""
+    last = runs[-1] if runs else None
+    if isinstance(last, str):
+        runs[-1] = last + " " + text
+    else:
+        runs.append(text)
+
+
 def _decode_words(value: str, strict: bool, defects: list[str] | None = None) -> str | None:
     """A port of ``str(make_header(decode_header(value)))``.
 
@@ -270,18 +313,18 @@ def _decode_words(value: str, strict: bool, defects: list[str] | None = None) ->
     encoded words).  Not strict: never None; undecodable words are decoded leniently or
     kept as written.
     """
-    # decode_header: split into (text, encoding, charset) words
-    words: list[tuple[str, str | None, str | None]] = []
+    # decode_header: split into (text, (encoding, charset) or None for plain text) words
+    words: list[tuple[str, tuple[str, str] | None]] = []
     for line in ([value] if strict else value.splitlines()):
         parts = _ECRE.split(line)
         unencoded = parts[0].lstrip()
         if unencoded:
-            words.append((unencoded, None, None))
+            words.append((unencoded, None))
         for i in range(1, len(parts), 4):
-            words.append((parts[i + 2], parts[i + 1].lower(), parts[i].lower()))
+            words.append((parts[i + 2], (parts[i + 1].lower(), parts[i].lower())))
             unencoded = parts[i + 3]
             if unencoded:
-                words.append((unencoded, None, None))
+                words.append((unencoded, None))
     # whitespace between two encoded words goes (RFC 2047 §6.2)
     drop = [
         n - 1
@@ -291,49 +334,49 @@ def _decode_words(value: str, strict: bool, defects: list[str] | None = None) ->
     for n in reversed(drop):
         del words[n]
     # decode, then collapse runs of the same charset (bytes joined, plain text with spaces)
-    runs: list[list] = []  # [bytes | str, charset | None]
-    for text, encoding, charset in words:
-        if encoding is None:
+    runs: list[str | _EncodedRun] = []
+    for text, code in words:
+        if code is None:
             if strict and not text.isascii():
                 return None
-            word: bytes | str = text
+            _add_plain(runs, text)
+            continue
+        encoding, charset = code
+        try:
+            data = _q_decode(text) if encoding == "q" else _b_decode(text)
+        except binascii.Error:
+            if strict:
+                return None
+            if defects is not None:
+                defects.append(f"undecodable encoded word {_short(text)} kept as written")
+            _add_plain(runs, f"=?{charset}?{encoding}?{text}?=")
+            continue
+        last = runs[-1] if runs else None
+        if isinstance(last, _EncodedRun) and last.charset == charset:
+            runs[-1] = _EncodedRun(last.data + data, charset)
         else:
-            try:
-                word = _q_decode(text) if encoding == "q" else _b_decode(text)
-            except binascii.Error:
-                if strict:
-                    return None
-                if defects is not None:
-                    defects.append(f"undecodable encoded word {_short(text)} kept as written")
-                word, charset = f"=?{charset}?{encoding}?{text}?=", None
-        if runs and runs[-1][1] == charset:
-            if charset is None:
-                runs[-1][0] += " " + word
-            else:
-                runs[-1][0] += word
-        else:
-            runs.append([word, charset])
+            runs.append(_EncodedRun(data, charset))
     # make_header: decode each run; plain ASCII is 'us-ascii', other plain text 'utf-8'
-    chunks: list[list] = []  # [[str, ...], canonical charset]
-    for word, charset in runs:
-        if charset is None:
-            text, canon = word, ("us-ascii" if word.isascii() else "utf-8")
+    chunks: list[tuple[list[str], str]] = []  # ([str, ...], canonical charset)
+    for run in runs:
+        if isinstance(run, str):
+            decoded, canon = run, ("us-ascii" if run.isascii() else "utf-8")
         elif strict:
-            info = _charset(charset)
+            info = _charset(run.charset)
             if info is None:
                 return None
             canon, codec = info
             try:
-                text = word.decode(codec)
+                decoded = run.data.decode(codec)
             except UnicodeDecodeError:
                 return None
         else:
-            text, canon = _decode_lenient(word, charset, defects)
+            decoded, canon = _decode_lenient(run.data, run.charset, defects)
         # Header._normalize: same-charset neighbours joined with a space
         if chunks and chunks[-1][1] == canon:
-            chunks[-1][0].append(text)
+            chunks[-1][0].append(decoded)
         else:
-            chunks.append([[text], canon])
+            chunks.append(([decoded], canon))
     # Header.__str__: a space where encoded and plain text meet without one
     out: list[str] = []
     lastcs: str | None = None
@@ -372,6 +415,12 @@ def decode_header_value(value: str, defects: list[str] | None = None) -> str:
             assert text is not None
     if "\x00" in text:
         text = text.replace("\x00", "")
+    if not text.isascii() and _SURROGATE.search(text) is not None:
+        # what some codecs make of bad input ('unknown-8bit', 'unicode-escape', 'utf-7'):
+        # no UTF-8 text (and so no Postgres value) holds a lone surrogate
+        text = _SURROGATE.sub("\ufffd", text)
+        if defects is not None:
+            defects.append(f"lone surrogates in {_short(value)} replaced by U+FFFD")
     return text
 
 
@@ -450,7 +499,7 @@ def parse_addresses(
 # --- dates -----------------------------------------------------------------------------
 
 _DATE_RE = re.compile(
-    r"(?:[A-Za-z]+,[ \t]*)?(\d{1,2})[ \t]+([A-Za-z]{3})[ \t]+(\d{2,4})[ \t]+"
+    r"(?:[A-Za-z]+,[ \t]*)?(\d{1,2})[ \t]+([A-Za-z]{3})[ \t]+(\d{2,9})[ \t]+"
     r"(\d{1,2}):(\d{1,2})(?::(\d{1,2}))?[ \t]+([+-]\d{4})(?:[ \t].*)?"
 )
 _MONTHS = {m: i for i, m in enumerate(
@@ -472,8 +521,13 @@ def _zone(tz: str) -> timezone:
     return zone
 
 
+class _OutOfRange(ValueError):
+    """A Date that parses but names no instant a timestamp can hold."""
+
+
 def _date_fast(value: str) -> datetime | None:
-    """The common RFC 5322 form; None when the value is not in it (or is out of range)."""
+    """The common RFC 5322 form; None when the value is not in it.  Raises `_OutOfRange`
+    for a year or zone offset no timestamp holds, ValueError for an impossible day or time."""
     m = _DATE_RE.fullmatch(value)
     if m is None:
         return None
@@ -482,13 +536,20 @@ def _date_fast(value: str) -> datetime | None:
     if month is None:
         return None
     yy = int(year)
-    if yy < 100:
+    if yy < 100 and len(year) < 4:  # a four-digit year is what it says (RFC 5322 4.3)
         yy += 1900 if yy > 68 else 2000
-    return datetime(yy, month, int(day), int(hh), int(mm), int(ss or 0), tzinfo=_zone(tz))
+    if not 1 <= yy <= 9999:
+        raise _OutOfRange(f"year {year}")
+    try:
+        zone = _zone(tz)
+    except ValueError:  # 24 hours or more
+        raise _OutOfRange(f"offset {tz}") from None
+    return datetime(yy, month, int(day), int(hh), int(mm), int(ss or 0), tzinfo=zone)
 
 
 def parse_date(value: str | None, defects: list[str] | None = None) -> datetime | None:
-    """A Date header as a tz-aware datetime (no zone: UTC); None plus a defect if unparseable."""
+    """A Date header as a tz-aware datetime (no zone: UTC) that Postgres can store; None
+    plus a defect if unparseable or out of range (never a value it does not say)."""
     if not value:
         if defects is not None and value is not None:
             defects.append("empty Date header")
@@ -499,11 +560,21 @@ def parse_date(value: str | None, defects: list[str] | None = None) -> datetime 
             when = _email_parsedate(value)
             if when.tzinfo is None:
                 when = when.replace(tzinfo=timezone.utc)
-        return when
-    except Exception:  # noqa: BLE001 - ValueError mostly; never let a Date stop a message
+        if when.year <= 1 or when.year >= 9999:  # in UTC it may leave the datetime range
+            when.astimezone(timezone.utc)
+    except (_OutOfRange, OverflowError):
         if defects is not None:
-            defects.append(f"unparseable Date {_short(value)}")
+            defects.append(f"Date header out of range: {_short(value)}")
         return None
+    except Exception as exc:  # noqa: BLE001 - ValueError mostly; never let a Date stop a message
+        if defects is not None:
+            # datetime's range errors through the email package: "year 0 is out of range",
+            # "offset must be a timedelta strictly between ..."
+            kind = ("Date header out of range:" if str(exc).startswith(("year ", "offset "))
+                    else "unparseable Date")
+            defects.append(f"{kind} {_short(value)}")
+        return None
+    return when
 
 
 __all__ = [

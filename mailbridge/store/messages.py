@@ -14,7 +14,7 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from mailbridge.errors import FolderRemoved
+from mailbridge.errors import DatabaseDataError, FolderRemoved
 from mailbridge.imap.models import FlagUpdate, MessageMeta
 from mailbridge.store.db import Db, Tx
 
@@ -176,8 +176,25 @@ def _flags_literal(flags: tuple[str, ...]) -> str:
 
 # characters that may separate values and stand for NULL: the first two that occur in
 # none of a batch's values are used (control and private-use characters, so nearly always
-# the first two)
+# the first two; `_long_markers` when a batch holds every one of them)
 _SEPARATORS = "\x1f\x1e\x1d\x1c" + "".join(chr(c) for c in range(0xE000, 0xF900))
+
+
+def _long_markers(blob: str) -> tuple[str, str]:
+    """A separator and a NULL marker of several characters, neither in `blob`.
+
+    Each is one character then another repeated: its first character occurs nowhere else
+    in it, so `string_to_array` cannot find it straddling a value's end and the real
+    separator after it.  Some length is always free (longer than `blob` if need be)."""
+    for length in range(2, len(blob) + 3):
+        found = []
+        for first, rest in zip(_SEPARATORS, _SEPARATORS[1:]):
+            marker = first + rest * (length - 1)
+            if marker not in blob:
+                found.append(marker)
+                if len(found) == 2:
+                    return found[0], found[1]
+    raise AssertionError("a marker longer than the blob is never in it")  # pragma: no cover
 
 
 def _columns(metas: Sequence[MessageMeta]) -> list[Any]:
@@ -205,7 +222,11 @@ def _columns(metas: Sequence[MessageMeta]) -> list[Any]:
     ]
     texts = [columns[i] for i in _TEXT_COLUMNS]
     blob = "".join(["".join(filter(None, values)) for values in texts])
-    sep, null = islice((c for c in _SEPARATORS if c not in blob), 2)
+    free = list(islice((c for c in _SEPARATORS if c not in blob), 2))
+    if len(free) == 2:
+        sep, null = free
+    else:  # the values hold nearly every candidate (one hostile header can)
+        sep, null = _long_markers(blob.replace("\x00", "") if "\x00" in blob else blob)
     for i in _TEXT_COLUMNS:
         values = columns[i]
         if None in values:
@@ -213,6 +234,12 @@ def _columns(metas: Sequence[MessageMeta]) -> list[Any]:
         joined = sep.join(values) + sep if values else ""
         columns[i] = joined.replace("\x00", "") if "\x00" in joined else joined  # Postgres text holds no NUL
     return [sep, null, *columns]
+
+
+def rejected_data(exc: BaseException) -> bool:
+    """Whether `exc` says Postgres (or the driver encoding the parameters) refused a batch
+    for its values, not for the connection or the schema: writing fewer rows may succeed."""
+    return isinstance(exc, DatabaseDataError)
 
 
 async def upsert(tx: Db, account_id: int, folder_id: int, metas: Sequence[MessageMeta], *,

@@ -104,9 +104,11 @@ class FolderReader:
         return await self.parse_meta(uids, await self.fetch_raw(uids))
 
 
-def placeholder(uid: int, reason: str) -> MessageMeta:
-    """A row for a message whose FETCH response could not be parsed: the UID is real."""
+def placeholder(uid: int, reason: str, *, defect: str = "unparseable FETCH response") -> MessageMeta:
+    """A row for a message whose FETCH response could not be parsed (or whose values
+    could not be stored): the UID is real, nothing else is claimed.  Being without a
+    size, it is fetched again by the folder's repair."""
     return MessageMeta(uid=uid, flags=(), internal_date=None, size_bytes=None, message_id=None,
                        subject=None, from_name=None, from_email=None, to_emails=(), cc_emails=(),
                        sent_at=None, in_reply_to=None, references=(), modseq=None,
-                       defects=(f"unparseable FETCH response: {reason}",))
+                       defects=(f"{defect}: {reason}",))

@@ -37,6 +37,7 @@ from mailbridge.store.folders import Folder, load_folder, load_folders
 from mailbridge.store.messages import FolderUpdate
 from mailbridge.sync.fetching import META_ITEMS, META_ITEMS_MODSEQ, FolderReader, RawFetch
 from mailbridge.sync.reconcile import reconcile
+from mailbridge.sync.salvage import write_batch
 
 log = logging.getLogger(__name__)
 
@@ -251,17 +252,18 @@ class FolderSync:
         new = [u for u in await self.reader.search(f"UID {high + 1}:*") if u > high]
         batch_size = self.batch_size
 
-        async def write(batch: list[int], metas: list[MessageMeta], last: bool) -> tuple[int, int]:
+        async def write(batch: list[int], metas: list[MessageMeta], last: bool) -> tuple[int, int, int]:
             cursor = batch[-1]
-            written = await message_store.upsert(self.db, f.account_id, f.id, metas, emit_events=True,
-                                                 folder=FolderUpdate(synced_high_uid=cursor))
+            done = await write_batch(self.db, f.account_id, f.id, metas, emit_events=True,
+                                     folder=FolderUpdate(synced_high_uid=cursor))
             self.folder = replace(self.folder, synced_high_uid=cursor)
-            return written.added, written.changed
+            return done.written.added, done.written.changed, len(done.unstorable)
 
         batches = (new[start:start + batch_size] for start in range(0, len(new), batch_size))
-        async for _batch, defects, (added, changed) in self._pipeline(batches, write):
+        async for _batch, defects, (added, changed, unstorable) in self._pipeline(batches, write):
             f = self.folder
-            yield Step(f.name, "incremental", added=added, changed=changed, defects=defects, total=info.exists)
+            yield Step(f.name, "incremental", added=added, changed=changed, defects=defects + unstorable,
+                       total=info.exists)
         f = self.folder
         final = max(f.synced_high_uid or 0, (info.uidnext - 1) if info.uidnext else 0)
         if final != f.synced_high_uid:
@@ -293,16 +295,17 @@ class FolderSync:
                 del remaining[-batch_size:]
                 yield batch
 
-        async def write(batch: list[int], metas: list[MessageMeta], last: bool) -> tuple[int, int, int]:
+        async def write(batch: list[int], metas: list[MessageMeta], last: bool) -> tuple[int, int, int, int]:
             new_low = 1 if last else batch[0]
-            written = await message_store.upsert(
+            done = await write_batch(
                 self.db, f.account_id, f.id, metas, emit_events=False,
                 folder=FolderUpdate(initial_low_uid=new_low, initial_sync_complete=last, count_added=True))
             self.folder = replace(self.folder, initial_low_uid=new_low, initial_sync_complete=last)
-            return written.added, written.changed, int(written.message_count or 0)
+            written = done.written
+            return written.added, written.changed, int(written.message_count or 0), len(done.unstorable)
 
-        async for _batch, defects, (added, changed, synced) in self._pipeline(batches(), write):
-            yield Step(f.name, "initial", added=added, changed=changed, defects=defects,
+        async for _batch, defects, (added, changed, synced, unstorable) in self._pipeline(batches(), write):
+            yield Step(f.name, "initial", added=added, changed=changed, defects=defects + unstorable,
                        synced=synced, total=info.exists)
         f = self.folder
         if not f.initial_sync_complete:
@@ -325,12 +328,14 @@ class FolderSync:
             return None
         metas, _defects = await self.reader.fetch_meta(uids)  # counted when first stored
         readable = [m for m in metas if m.size_bytes is not None]
-        written = await message_store.upsert(self.db, f.account_id, f.id, readable, emit_events=True,
-                                             folder=FolderUpdate(last_repair_at=now, count_added=True))
+        done = await write_batch(self.db, f.account_id, f.id, readable, emit_events=True,
+                                 folder=FolderUpdate(last_repair_at=now, count_added=True))
         self.folder = replace(self.folder, last_repair_at=now)
-        log.info("folder %r: %d of %d unreadable row(s) read again", f.name, len(readable), len(uids))
-        return Step(f.name, "repair", added=written.added, changed=written.changed,
-                    detail=f"{len(readable)} of {len(uids)} unreadable row(s) read again")
+        repaired = len(readable) - len(done.unstorable)  # the others stay placeholders
+        log.info("folder %r: %d of %d unreadable row(s) read again", f.name, repaired, len(uids))
+        return Step(f.name, "repair", added=done.written.added, changed=done.written.changed,
+                    defects=len(done.unstorable),
+                    detail=f"{repaired} of {len(uids)} unreadable row(s) read again")
 
     async def _reconcile(self) -> Step:
         """Flags and deletes of the mirrored range (see `mailbridge.sync.reconcile`)."""

@@ -37,6 +37,7 @@ from mailbridge.store import messages as message_store
 from mailbridge.store.db import Db
 from mailbridge.store.folders import Folder
 from mailbridge.sync.fetching import FolderReader
+from mailbridge.sync.salvage import write_batch
 
 log = logging.getLogger(__name__)
 SCAN_CHUNK = 10_000  # UIDs per FETCH of a full flag scan
@@ -125,8 +126,8 @@ async def reconcile(db: Db, reader: FolderReader, f: Folder, info: SelectInfo, *
         log.warning("folder %r: %d server UIDs missing from the mirror; fetching them", f.name, len(missing))
         metas, _ = await reader.fetch_meta(missing)
         commands += 1
-        async with db.transaction() as tx:
-            added = (await message_store.upsert(tx, f.account_id, f.id, metas, emit_events=True)).added
+        # one statement on the pool: a message refused for its values becomes a placeholder
+        added = (await write_batch(db, f.account_id, f.id, metas, emit_events=True)).written.added
     return ReconcileOutcome(changed=changed, removed=removed, added=added, commands=commands)
 
 

@@ -18,6 +18,7 @@ in write order, the next time it looks at the folder.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import binascii
 import datetime as _dt
 import os
@@ -39,6 +40,8 @@ __all__ = [
     "message_id_for",
     "MaildirWriter",
     "maildir_flag_letters",
+    "Poison",
+    "poison_messages",
 ]
 
 KINDS = ("normal", "encoded", "broken", "minimal")
@@ -538,6 +541,63 @@ def make_message(i: int, *, rng: random.Random, folder_hint: str = "", kind: str
     except KeyError:
         raise ValueError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}") from None
     return builder(i, rng, folder_hint)
+
+
+# --- poison: messages any outside sender can send that once stopped a folder ------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Poison:
+    """One hostile message and what its mirrored row must show."""
+
+    name: str
+    raw: bytes
+    defect: str | None  # a regular expression one of the row's defects matches; None: no defect
+    sent_at_is_null: bool = False
+
+
+def _poison(name: str, headers: list[bytes], defect: str | None, *, sent_at_is_null: bool = False,
+            date: bytes = b"Mon, 3 Jun 2024 10:00:00 +0000") -> Poison:
+    fixed = [b"Message-ID: <poison-%s@mailgen.example>" % name.encode(), b"From: Mallory <mallory@example.net>",
+             b"To: victim@example.org", b"Date: " + date, b"Subject: poison " + name.encode()]
+    names = {h.split(b":", 1)[0].lower() for h in headers}
+    lines = [h for h in fixed if h.split(b":", 1)[0].lower() not in names] + headers
+    return Poison(name, b"\r\n".join(lines) + b"\r\n\r\nThis message is hostile on purpose.\r\n",
+                  defect, sent_at_is_null)
+
+
+def poison_messages() -> list[Poison]:
+    """The catalogue of hostile headers: each message mirrored, the poison as a defect.
+
+    Every header section stays under 1 MiB (what a client may cap a header FETCH at)."""
+    out_of_range = r"^Date header out of range: "
+    every_marker = ("\x1f\x1e\x1d\x1c" + "".join(chr(c) for c in range(0xE000, 0xF900))).encode()
+    recipients = b",\r\n ".join(b"r%05d@example.org" % n for n in range(10_000))
+    return [
+        _poison("date-9999-minus-1200", [], out_of_range, sent_at_is_null=True,
+                date=b"Fri, 31 Dec 9999 23:59:59 -1200"),
+        _poison("date-year-0", [], out_of_range, sent_at_is_null=True, date=b"Sat, 1 Jan 0000 00:00:00 +0000"),
+        _poison("date-year-1-east", [], out_of_range, sent_at_is_null=True, date=b"Mon, 1 Jan 0001 00:30:00 +0100"),
+        _poison("date-beyond-postgres", [], out_of_range, sent_at_is_null=True,
+                date=b"Tue, 1 Jan 300000 00:00:00 +0000"),
+        _poison("date-offset-9999", [], out_of_range, sent_at_is_null=True, date=b"Mon, 3 Jun 2024 10:00:00 +9999"),
+        _poison("date-9999-utc", [], None, date=b"Fri, 31 Dec 9999 23:59:59 +0000"),  # the last storable second
+        _poison("huge-subject", [b"Subject: " + b"spam " * 100_000], None),
+        _poison("huge-message-id", [b"Message-ID: <" + b"x" * 5000 + b"@example.net>"], r"^Message-ID id of \d+"),
+        _poison("huge-references", [b"In-Reply-To: <" + b"y" * 4000 + b"@example.net>",
+                                    b"References: <ok@example.net> <" + b"z" * 4000 + b"@example.net>"],
+                r"^(In-Reply-To|References) id of \d+"),
+        _poison("binary-header", [b"Subject: " + bytes(range(0x80, 0x100))], r"8-bit header bytes"),
+        _poison("nul-bytes", [b"Subject: nul\x00in\x00subject"], r"NUL bytes removed|8-bit header bytes"),
+        _poison("invalid-utf8-name", [b"From: \"J\xe9r\xf4me \xff\xfe\" <jerome@example.net>"],
+                r"8-bit header bytes"),
+        _poison("unknown-charset", [b"Subject: =?x-klingon?q?Qapla=FF=FE?="], r"encoded word in charset"),
+        _poison("surrogates-unicode-escape", [b"Subject: =?unicode-escape?q?=5Cud800 and =5Cudfff?="],
+                r"lone surrogates"),
+        _poison("surrogates-utf7", [b"From: =?utf-7?q?+2AA-?= <seven@example.net>"], r"lone surrogates"),
+        _poison("ten-thousand-recipients", [b"To: " + recipients], None),
+        _poison("every-separator", [b"Subject: " + every_marker], None),
+    ]
 
 
 def _kind_for(r: float, mix: tuple[float, float, float]) -> str:

@@ -113,3 +113,19 @@ async def test_an_address_is_found_whole_by_either_side_and_by_its_words(db):
                         "mary": [2], "first_last": [2], "example": [1, 2], "other.test": [3],
                         "example.org": []}.items():
             assert await search(db, account_id, q) == uids, (q, built)
+
+
+async def test_a_message_with_ten_thousand_long_recipients_is_indexed_and_found(db):
+    """Any sender can write such a message; its document stays under tsvector's 1 MB
+    limit (sql/0007), so the indexer's batch goes through and the queue drains."""
+    account_id, folder_id = await account_with_folder(db)
+    crowd = tuple(f"recipient.number.{i:05d}.with.a.long.local.part@department-{i % 97}.example.org"
+                  for i in range(10_000))
+    metas = [meta(1, "crowded announcement", to=crowd), meta(2, "ordinary note")]
+    await message_store.upsert(db, account_id, folder_id, metas, emit_events=False)
+    assert await search(db, account_id, "crowded") == [1]  # queued: the document function
+    assert await drain(db) == 2
+    assert await search_store.pending_count(db) == 0
+    assert await search(db, account_id, "crowded") == [1]
+    assert await search(db, account_id, "ordinary") == [2]
+    assert await search(db, account_id, "recipient.number.00001.with.a.long.local.part@department-1.example.org") == [1]

@@ -24,6 +24,7 @@ from mailbridge.imap.headers import (
     parse_addresses,
     parse_date,
 )
+from mailbridge.testing.mailgen import poison_messages
 
 # --- the oracle: the email package (policy=compat32) plus the documented normalisation ---
 
@@ -645,3 +646,73 @@ def test_decode_header_value_never_raises():
     for value in ("=?utf-8?b?!!!notbase64?=", "=??q?empty_charset?=", "=?utf-8?x?unknown_encoding?=",
                   "prefix=?utf-8?q?glued?=suffix", "=?\u00e9?q?x?=", "=?utf-8?q?\u00e9=?="):
         assert isinstance(decode_header_value(value), str)
+
+
+# --- hostile headers: every message can be stored, the poison named as a defect --------
+
+
+@pytest.mark.parametrize("poison", poison_messages(), ids=lambda p: p.name)
+def test_poison_headers_give_storable_fields_and_their_defect(poison):
+    raw = poison.raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    got = extract_header_fields(raw)
+    if poison.defect is None:
+        assert got.defects == ()
+    else:
+        assert any(re.search(poison.defect, d) for d in got.defects), got.defects
+    if poison.sent_at_is_null:
+        assert got.sent_at is None
+    if got.sent_at is not None:
+        got.sent_at.astimezone(timezone.utc)  # what the database driver does: in range
+    for text in (got.subject, got.from_name, got.message_id, got.in_reply_to, *got.references, *got.defects):
+        if text is not None:
+            text.encode("utf-8")  # no lone surrogate: Postgres text can hold it
+            assert "\x00" not in text
+    for ident in (got.message_id, got.in_reply_to, *got.references):
+        assert ident is None or len(ident.encode()) <= 998  # fits an index entry
+
+
+@pytest.mark.parametrize("value", [
+    "Fri, 31 Dec 9999 23:59:59 -1200",   # in UTC: year 10000
+    "Mon, 1 Jan 0001 00:30:00 +0100",    # in UTC: year 0
+    "Sat, 1 Jan 0000 00:00:00 +0000",    # a four-digit year 0 is not 2000
+    "1 Jan 10000 00:00:00 +0000",
+    "Tue, 1 Jan 300000 00:00:00 GMT",    # through the email package
+    "Mon, 3 Jun 2024 10:00:00 +9999",    # offsets of a day or more
+    "Mon, 3 Jun 2024 10:00:00 -2400",
+])
+def test_dates_out_of_range_are_null_with_a_defect(value):
+    defects: list[str] = []
+    assert parse_date(value, defects) is None
+    assert defects == [f"Date header out of range: {value!r}"]
+
+
+def test_dates_at_the_edges_of_the_range_are_kept():
+    assert parse_date("Fri, 31 Dec 9999 23:59:59 +0000") == datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+    assert parse_date("Fri, 31 Dec 9999 10:00:00 -1200").year == 9999
+    assert parse_date("Mon, 1 Jan 0001 00:30:00 -0100") == datetime(1, 1, 1, 1, 30, tzinfo=timezone.utc)
+    assert parse_date("3 Jun 0050 10:00:00 +0000").year == 50  # four digits: as written
+    assert parse_date("3 Jun 99 10:00:00 +0000").year == 1999 and parse_date("3 Jun 049 10:00:00 +0000").year == 2049
+    defects: list[str] = []
+    assert parse_date("Mon, 31 Feb 2023 10:00:00 +0000", defects) is None
+    assert defects[0].startswith("unparseable Date")  # an impossible day is not a range problem
+
+
+def test_lone_surrogates_from_odd_codecs_are_replaced():
+    for value in ("=?unicode-escape?q?=5Cud800?=", "=?utf-7?q?+2AA-?=", "=?raw-unicode-escape?q?a=5Cudfffb?="):
+        defects: list[str] = []
+        text = decode_header_value(value, defects)
+        text.encode("utf-8")
+        assert "\ufffd" in text and any("lone surrogates" in d for d in defects), (value, text)
+
+
+def test_ids_too_long_for_an_index_are_dropped_not_cut():
+    long_id = "a" * 999 + "@x"
+    got = fields(f"Message-ID: <{long_id}>\r\nIn-Reply-To: <{long_id}>\r\n"
+                 f"References: <one@x> <{long_id}> <two@x>\r\n\r\n".encode())
+    assert got.message_id is None and got.in_reply_to is None
+    assert got.references == ("one@x", "two@x")
+    assert len(got.defects) == 3 and all(" id of 1001 characters dropped" in d for d in got.defects)
+    wide = "é" * 400 + "@x"  # 400 characters, 802 bytes: kept
+    assert fields(f"Message-ID: <{wide}>\r\n\r\n".encode()).message_id == wide
+    wider = "é" * 500 + "@x"  # 1002 bytes: dropped
+    assert fields(f"Message-ID: <{wider}>\r\n\r\n".encode()).message_id is None
