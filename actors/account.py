@@ -16,9 +16,11 @@ acquired → skipped), login, one complete cycle, the health, then it returns.
 
 It publishes an immutable `ActorStatus` after every step.  `run` returns only when
 cancelled; it raises on a failure the supervisor should handle (backoff and restart),
-after recording the account's health.  A rejected login does not raise: the actor
-parks (still holding the lock, so no other process retries either) until the
-supervisor replaces it because the credentials changed.
+after recording the account's health and the least wait the failure asks for
+(`retry_after`, from `mailbridge.sync.health.judge`).  A restarted actor starts from
+the health its predecessor left.  A rejected login does not raise: the actor parks
+(still holding the lock, so no other process retries either) until the supervisor
+replaces it because the credentials changed.
 
 Cancellation: every cleanup (LOGOUT, lock release, owner record, pending requests
 answered) is shielded and bounded, so cancelling an actor finishes within seconds.
@@ -49,8 +51,6 @@ from mailbridge.config import Settings
 from mailbridge.errors import (
     DatabaseError,
     ImapAuthError,
-    ImapConnectError,
-    LockLost,
     MailbridgeError,
     SecretError,
     root_cause,
@@ -106,9 +106,15 @@ class AccountActor:
         self.throttle = throttle
         self.cycles = 0  # completed cycles (the supervisor resets its backoff after one)
         self.retired = False  # set by the supervisor when it stops this actor: publish no more
+        self.retry_after: float | None = None  # after a failure: least seconds before the next start
+        self._logged_in = False
         self.mailbox = RequestMailbox(account.id, deps.registry, throttle)
         self._on_step = on_step
-        self._health = hs.initial(now_utc())
+        # a restarted actor carries the account's health on (a crash loop does not show
+        # "starting"/"syncing" between failures); only a good cycle makes it healthy
+        previous = deps.registry.status(account.id) if restarts else None
+        self._health = (hs.resumed(previous.health, previous.health_reason, now_utc()) if previous is not None
+                        else hs.initial(now_utc()))
         self._commands = 0
         self._status = st.ActorStatus(account_id=account.id, email=account.email, state=st.STARTING,
                                       health=str(self._health.health), restarts=restarts,
@@ -258,13 +264,14 @@ class AccountActor:
             await trio.sleep(self.deps.timing.heartbeat)
 
     async def _record_failure(self, exc: Exception) -> None:
+        """The failure's health (`mailbridge.sync.health.judge`), and its hint for the
+        supervisor's next start (`retry_after`): a server that turned us away is asked
+        again no sooner than one poll tick, a throttling one no sooner than it asked."""
         metrics.ERRORS.labels(type(exc).__name__).inc()
-        if isinstance(exc, LockLost):
-            return  # the lock's next owner decides the health now
-        if isinstance(exc, ImapConnectError):
-            await self.health(hs.Event("unreachable", str(exc)))
-        else:
-            await self.health(hs.Event("error", st.describe_error(exc)))
+        verdict = hs.judge(exc, logged_in=self._logged_in, unavailable_floor=self.deps.settings.poll_seconds)
+        self.retry_after = verdict.retry_after
+        if verdict.event is not None:  # None: the lock is lost; its next owner decides the health
+            await self.health(verdict.event)
 
     async def _park(self, step: str, reason: str) -> NoReturn:
         """Wait, holding the lock, until the supervisor replaces this actor."""
@@ -294,6 +301,7 @@ class AccountActor:
                                         connect_timeout=settings.connect_timeout, gate=self.throttle,
                                         on_command=self._count_command) as session:
                 del password
+                self._logged_in = True
                 self.mailbox.attach()
                 self.publish(step="logged in")
                 await session.enable("QRESYNC", "CONDSTORE")

@@ -41,7 +41,8 @@ async def fetch_body(session: ImapSession, db: Db, req: FetchBody) -> bytes:
             raise MessageGone(f"message UID {req.uid} is no longer on the server")
     if size > req.max_bytes:
         raise _too_large(size, req.max_bytes)
-    response = await session.uid_fetch(str(req.uid), "(UID BODY.PEEK[])")
+    # a server whose literal outgrows the size it stated is cut off before it is read
+    response = await session.uid_fetch(str(req.uid), "(UID BODY.PEEK[])", max_literal=req.max_bytes)
     _, body = parse_body_fetch(response.lines)
     if body is None:
         raise MessageGone(f"message UID {req.uid} is no longer on the server")

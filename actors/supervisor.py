@@ -8,12 +8,14 @@
   reported ``over_limit``, disabled ones ``disabled``.
 - A changed account (server, login, credentials, exclusions) gets a fresh actor, started
   only after the old one has released its lock.
-- Restarts a crashed actor after an exponential backoff with jitter.  Restart budget,
-  as OTP supervisors: more than ``intensity`` restarts within ``period`` seconds and the
-  actor rests for ``cooldown`` seconds before the next try (the process and the other
-  accounts carry on; an OTP supervisor would give up and crash, which here would take
-  every account down with one).  The backoff starts over once an actor completes a
-  cycle.
+- Restarts a crashed actor after an exponential backoff with jitter; a hint from the
+  failure (`retry_after`: the server asked us to wait, or said it is unavailable) is a
+  floor under that backoff, so a server that turns us away is not asked again at once.
+  Restart budget, as OTP supervisors: more than ``intensity`` restarts within
+  ``period`` seconds and the actor rests for ``cooldown`` seconds before the next try
+  (the process and the other accounts carry on; an OTP supervisor would give up and
+  crash, which here would take every account down with one).  The backoff starts over
+  once an actor completes a cycle.
 - An actor whose login is refused parks itself (see `actors.account`): no retry storm;
   the new credentials' NOTIFY restarts it.
 - Throttles outlive actor restarts: a crash loop cannot buy a fresh burst of commands.
@@ -53,10 +55,22 @@ class RestartPolicy:
     period: float = 300.0    # ... within this many seconds
     cooldown: float = 600.0  # rest when the budget is exhausted
 
-    def backoff(self, failures: int, rng: random.Random) -> float:
-        """Seconds before restart number `failures` (1, 2, ...) in a row."""
+    def backoff(self, failures: int, rng: random.Random, floor: float | None = None) -> float:
+        """Seconds before restart number `failures` (1, 2, ...) in a row; never less than
+        `floor` (a hint from the failure), and the jitter only ever adds to a floor."""
         delay = min(self.cap, self.base * 2 ** max(0, failures - 1))
-        return max(0.0, delay * (1 + rng.uniform(-self.jitter, self.jitter)))
+        delay = max(0.0, delay * (1 + rng.uniform(-self.jitter, self.jitter)))
+        if floor is not None and delay < floor:
+            delay = floor * (1 + rng.uniform(0.0, self.jitter))
+        return delay
+
+
+def retry_hint(actor: Any, cause: BaseException) -> float | None:
+    """The least seconds before the next start that the failure asks for: the actor's
+    verdict (`AccountActor.retry_after`) or the error's own `retry_after`, the longer."""
+    hints = [h for h in (getattr(actor, "retry_after", None), getattr(cause, "retry_after", None))
+             if isinstance(h, (int, float)) and h > 0]
+    return max(hints) if hints else None
 
 
 class AccountSource(Protocol):
@@ -274,7 +288,7 @@ class Supervisor:
                         # an actor's crash must never reach the supervisor
                         cause = root_cause(exc)
                         failures = 1 if actor.cycles else failures + 1
-                        delay, why = self._next_start(child, failures)
+                        delay, why = self._next_start(child, failures, retry_hint(actor, cause))
                         child.restarts += 1
                         retry_at = datetime.now(timezone.utc) + timedelta(seconds=delay)
                         text = st.describe_error(cause)
@@ -291,16 +305,17 @@ class Supervisor:
             if self._children.get(account.id) is not child:
                 self.wake()  # stopped on purpose: a rescan republishes what the account is now
 
-    def _next_start(self, child: _Child, failures: int) -> tuple[float, str]:
+    def _next_start(self, child: _Child, failures: int, floor: float | None = None) -> tuple[float, str]:
         now = trio.current_time()
         child.recent.append(now)
         while child.recent and now - child.recent[0] > self.policy.period:
             child.recent.popleft()
         if len(child.recent) > self.policy.intensity:
             child.recent.clear()
-            return self.policy.cooldown, (f" (restart budget of {self.policy.intensity} per "
-                                          f"{self.policy.period:g} s used up)")
-        return self.policy.backoff(failures, self.rng), ""
+            budget = f" (restart budget of {self.policy.intensity} per {self.policy.period:g} s used up)"
+            return max(self.policy.cooldown, floor or 0.0), budget
+        delay = self.policy.backoff(failures, self.rng, floor)
+        return delay, (f" (at least {floor:g} s after what the server said)" if floor and delay >= floor else "")
 
     @property
     def running(self) -> list[int]:
@@ -308,4 +323,5 @@ class Supervisor:
         return sorted(self._children)
 
 
-__all__ = ["AccountSource", "DbAccountSource", "RestartPolicy", "Supervisor", "fingerprint", "run_order"]
+__all__ = ["AccountSource", "DbAccountSource", "RestartPolicy", "Supervisor", "fingerprint", "retry_hint",
+           "run_order"]

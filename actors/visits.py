@@ -36,7 +36,8 @@ from mailbridge.store.accounts import Account
 from mailbridge.store.db import Db
 from mailbridge.store.folders import Folder
 from mailbridge.sync import health as hs
-from mailbridge.sync.account import SyncTotals, discover, sync_folder_steps
+from mailbridge.sync.account import SyncTotals, sync_folder_steps
+from mailbridge.sync.discover import discover_folders, skipped_problem
 from mailbridge.sync.folder import Step, parked_problem
 from mailbridge.sync.planner import CyclePlan, FolderWork, plan_complete, plan_cycle, plan_light, status_changed
 
@@ -88,6 +89,7 @@ class Visits:
         self._rr_offset = 0
         self._status_offset = 0
         self._last_discovery: float | None = None
+        self._skipped: tuple[str, ...] = ()  # folder names the last LIST listed but we cannot use
         self._last_expiry: float | None = None
 
     # --- cycles --------------------------------------------------------------------------
@@ -128,9 +130,10 @@ class Visits:
         if not discover_now:
             return await folder_store.load_folders(self.db, self.account.id)
         self.report.publish(state=st.SYNCING, step="listing folders")
-        folders = await discover(self.db, self.session, self.account.id, self.account.excluded_folders)
+        found = await discover_folders(self.db, self.session, self.account.id, self.account.excluded_folders)
+        self._skipped = found.skipped
         self._last_discovery = trio.current_time()
-        return folders
+        return found.folders
 
     async def _run(self, plan: CyclePlan, folders: Sequence[Folder], *, expire: bool) -> SyncTotals:
         """Visit the plan's folders, then those of its STATUS checks that changed; the
@@ -141,6 +144,8 @@ class Visits:
         planned = {w.folder.id for w in plan.work}
         totals = SyncTotals(problems=[parked_problem(self.account.id, f.name) for f in folders
                                       if f.parked and not f.excluded and f.id not in planned])
+        if self._skipped:
+            totals.problems.append(skipped_problem(self._skipped))
         for work in plan.work:
             await self.visit(work, totals)
         for folder in await self.changed_by_status(plan.status_checks):
@@ -167,15 +172,15 @@ class Visits:
 
     async def visit_pushed(self, folders: Sequence[Pushed]) -> list[Folder]:
         """Visit the known folders a push named (flags scanned where the server lacks
-        CONDSTORE) as they are now; returns those visited."""
+        CONDSTORE) as they are now; returns those visited.  A refusal is logged, as in a
+        cycle (whose health report names it)."""
         visited = []
         for pushed in folders:
             folder = await folder_store.load_folder(self.db, pushed.id) if pushed is not None else None
             if folder is None or folder.excluded or folder.parked:
                 continue
             log.debug("account %d: syncing %r (push)", self.account.id, folder.name)
-            async for _step in self._steps(FolderWork(folder, flag_scan=not self.session.condstore)):
-                pass
+            await self.visit(FolderWork(folder, flag_scan=not self.session.condstore))
             visited.append(folder)
         if folders:
             self.report.publish(state=st.IDLE, folder=None)

@@ -1,24 +1,19 @@
-"""One account's sync over one session: discover folders, then bring them up to date.
+"""One folder's visit as steps, and the totals of a run over an account's folders.
 
-The AccountActor's visits (`actors.visits`) run these, for `serve` a cycle at a time
-and for `sync --once` one complete cycle.
+The AccountActor's visits (`actors.visits`) run these (after `sync.discover`), for
+`serve` a cycle at a time and for `sync --once` one complete cycle.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-from typing import Any, AsyncGenerator
+from typing import AsyncGenerator
 
 from mailbridge.aio.imap import ImapSession
 from mailbridge.config import Settings
 from mailbridge.errors import ImapCommandError
-from mailbridge.imap.responses import parse_list
-from mailbridge.sync.discover import apply_plan, plan_folders
-from mailbridge.sync.folder import Folder, FolderSync, Step, load_folders, parked_problem
-
-log = logging.getLogger(__name__)
-
+from mailbridge.store.db import Db
+from mailbridge.sync.folder import Folder, FolderSync, Step
 
 @dataclass
 class SyncTotals:
@@ -38,19 +33,7 @@ class SyncTotals:
         self.defects += step.defects
 
 
-async def discover(db: Any, session: ImapSession, account_id: int,
-                   excluded_names: tuple[str, ...] | None) -> list[Folder]:
-    """LIST the server's folders into the folders table; returns the account's folders."""
-    response = await session.list("", "*")
-    plans = plan_folders(parse_list(response.lines), excluded_names)
-    async with db.transaction() as tx:
-        added, removed = await apply_plan(tx, account_id, plans)
-    if added or removed:
-        log.info("account %d: %d folder(s) added, %d removed", account_id, added, removed)
-    return await load_folders(db, account_id)
-
-
-async def sync_folder_steps(db: Any, session: ImapSession, folder: Folder, settings: Settings, *,
+async def sync_folder_steps(db: Db, session: ImapSession, folder: Folder, settings: Settings, *,
                             flag_scan: bool = True, full_reconcile: bool = False) -> AsyncGenerator[Step, None]:
     """The steps of one folder's sync; a vanished folder ends with a 'gone' step.
 
@@ -66,8 +49,13 @@ async def sync_folder_steps(db: Any, session: ImapSession, folder: Folder, setti
         async for step in sync.steps():
             yield step
     except ImapCommandError as exc:
-        if exc.command in ("SELECT", "EXAMINE"):
-            # listed a moment ago, unselectable now: deleted or renamed on the server
+        if exc.command in ("SELECT", "EXAMINE") and exc.code in GONE_CODES:
+            # listed a moment ago, unselectable now: deleted or renamed on the server (a
+            # refusal with another RFC 5530 code, [SERVERBUG] or [LIMIT], is a problem)
             yield Step(folder.name, "gone", detail=str(exc))
             return
         raise
+
+
+# the response codes of a SELECT refused because the mailbox is not there (None: no code)
+GONE_CODES = frozenset({None, "NONEXISTENT"})

@@ -2,17 +2,28 @@
 
 Special-use attributes (RFC 6154) decide Sent/Trash/Junk when the server sends them;
 otherwise well-known and localized names do.  `\\Noselect` and `\\NonExistent` entries
-are skipped.  A folder that left the server leaves the mirror with its messages.
+are skipped, and so are names that cannot be used safely (CR, LF or NUL inside: no
+command can name them, Postgres cannot store NUL): `discover_folders` reports those, and
+the account's health names them (degraded, as a parked folder: mail there is not
+mirrored until the folder is renamed on the server).  A folder that left the server
+leaves the mirror with its messages.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from mailbridge.imap.models import ListEntry
+from mailbridge.imap.responses import parse_list
 from mailbridge.store import folders as folder_store
 from mailbridge.store.db import Tx
-from mailbridge.store.folders import FolderPlan
+from mailbridge.store.folders import Folder, FolderPlan
+
+log = logging.getLogger(__name__)
+UNUSABLE_CHARACTERS = ("\r", "\n", "\x00")
 
 SENT_NAMES = {"sent", "sent items", "sent messages", "sent mail", "gesendet", "gesendete objekte",
               "gesendete elemente", "envoyés", "éléments envoyés", "enviados", "inviati", "verzonden",
@@ -36,13 +47,30 @@ def special_use_of(entry: ListEntry) -> str | None:
     return None
 
 
+def unusable(entry: ListEntry) -> bool:
+    """The entry's name holds a character no command or row can carry safely."""
+    return any(c in entry.raw_name or c in entry.name for c in UNUSABLE_CHARACTERS)
+
+
+def unusable_names(entries: Iterable[ListEntry]) -> list[str]:
+    """The names of the entries `plan_folders` skips as unusable, escaped for display."""
+    return sorted({repr(e.name) for e in entries if unusable(e)})
+
+
+def skipped_problem(names: Sequence[str]) -> str:
+    """The health reason for folders skipped as unusable (what and how to fix it)."""
+    listed = ", ".join(names)
+    return (f"{len(names)} folder(s) skipped: their names hold CR, LF or NUL, which mailbridge cannot use "
+            f"safely ({listed}); rename them on the server to mirror them")
+
+
 def plan_folders(entries: Iterable[ListEntry], excluded_names: Iterable[str] | None = None) -> list[FolderPlan]:
     """Classify LIST entries; `excluded_names` (account setting) replaces the default
-    exclusions (Trash, Junk/Spam) when given."""
+    exclusions (Trash, Junk/Spam) when given.  Unusable names are left out."""
     custom = {n.lower() for n in excluded_names} if excluded_names is not None else None
     plans: dict[str, FolderPlan] = {}
     for entry in entries:
-        if not entry.selectable:
+        if not entry.selectable or unusable(entry):
             continue
         use = special_use_of(entry)
         name = "INBOX" if entry.name.upper() == "INBOX" else entry.name
@@ -63,4 +91,29 @@ async def apply_plan(tx: Tx, account_id: int, plans: Sequence[FolderPlan]) -> tu
     return added, removed
 
 
-__all__ = ["FolderPlan", "apply_plan", "plan_folders", "special_use_of"]
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """What a LIST found: the account's folders as stored now, and the names skipped."""
+
+    folders: list[Folder]
+    skipped: tuple[str, ...] = ()
+
+
+async def discover_folders(db: Any, session: Any, account_id: int,
+                           excluded_names: tuple[str, ...] | None) -> Discovery:
+    """LIST the server's folders into the folders table (unusable names skipped and
+    logged); the account's folders and the skipped names."""
+    entries = parse_list((await session.list("", "*")).lines)
+    skipped = tuple(unusable_names(entries))
+    if skipped:
+        log.warning("account %d: %s", account_id, skipped_problem(skipped))
+    plans = plan_folders(entries, excluded_names)
+    async with db.transaction() as tx:
+        added, removed = await apply_plan(tx, account_id, plans)
+    if added or removed:
+        log.info("account %d: %d folder(s) added, %d removed", account_id, added, removed)
+    return Discovery(await folder_store.load_folders(db, account_id), skipped)
+
+
+__all__ = ["Discovery", "FolderPlan", "UNUSABLE_CHARACTERS", "apply_plan", "discover_folders", "plan_folders",
+           "skipped_problem", "special_use_of", "unusable", "unusable_names"]

@@ -31,6 +31,32 @@ Transitions, by event (`Event.kind`):
 - ``error``: → degraded (a crash the supervisor will retry)
 - ``disabled`` / ``over_limit``: → that state, from anywhere
 
+What an actor's failure becomes (`judge`; `retry_after` is the least wait before the
+supervisor starts the next actor, a floor under its exponential backoff):
+
+=====================================  ============  =========================================
+failure                                event         retry_after
+=====================================  ============  =========================================
+LockLost                               (none)        (the lock's next owner decides)
+ImapAuthError (incl. AUTHENTICATION-   auth_failed   (parked: no retry until new credentials)
+FAILED and the other RFC 5530 codes)
+ImapUnavailable (``* BYE`` greeting,   unreachable   the server's hint, at least
+[UNAVAILABLE], too many connections)                 `unavailable_floor` (one poll tick)
+ImapThrottled (Office 365's            error         the server's suggested backoff (capped
+"Request is throttled")                (degraded)    by the seam)
+ImapCommandError with [LIMIT],         error         `unavailable_floor` for [INUSE] and
+[INUSE], [OVERQUOTA], [SERVERBUG]      (degraded)    [LIMIT] (someone else holds it), else
+                                                     none
+ImapProtocolError before the login     unreachable   none (a foreign banner, a wrong tag:
+                                                     likely the wrong host, port or tls)
+ImapProtocolError after the login      error         none
+ImapConnectError (refused, DNS, TLS)   unreachable   none
+anything else                          error         none
+=====================================  ============  =========================================
+
+The reason names the server's response code and says what to do; it holds no time, so
+a failure repeating every backoff does not rewrite the account's health each time.
+
 A one-off run (`sync --once`) starts from the account's stored state (`resumed`), so a
 routine run that changes nothing writes nothing; from ``auth_failed`` (which only a new
 start leaves) and from anything unknown it starts at ``starting``.
@@ -45,6 +71,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+
+from mailbridge.errors import (
+    ImapAuthError,
+    ImapCommandError,
+    ImapConnectError,
+    ImapProtocolError,
+    ImapThrottled,
+    ImapUnavailable,
+    LockLost,
+    MailbridgeError,
+)
 
 
 class Health(str, Enum):
@@ -135,4 +172,51 @@ def advance(state: HealthState, event: Event, now: datetime) -> HealthState:
     return HealthState(health, reason, now)
 
 
-__all__ = ["EVENT_KINDS", "Event", "Health", "HealthState", "advance", "initial", "resumed"]
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a failure means for the account: its health event (None: none to record) and
+    the least seconds before the next connection attempt (None: the usual backoff)."""
+
+    event: Event | None
+    retry_after: float | None = None
+
+
+# RFC 5530 codes that degrade the account: what each means, for the reason
+DEGRADING_CODES = {
+    "LIMIT": "the server's limit for this account was reached",
+    "INUSE": "the mailbox is in use by another client",
+    "OVERQUOTA": "the account is over its quota",
+    "SERVERBUG": "the server reports a bug of its own",
+}
+_WAIT_ON = frozenset({"LIMIT", "INUSE"})  # codes after which reconnecting at once cannot help
+
+
+def _text(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, MailbridgeError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def judge(exc: BaseException, *, logged_in: bool, unavailable_floor: float) -> Verdict:
+    """The verdict on an actor's failure `exc` (see the module doc's table).  Pure."""
+    if isinstance(exc, LockLost):
+        return Verdict(None)
+    if isinstance(exc, ImapAuthError):
+        return Verdict(Event("auth_failed", _text(exc)))
+    if isinstance(exc, ImapUnavailable):  # its message names the server's words and code
+        return Verdict(Event("unreachable", _text(exc)), max(exc.retry_after or 0.0, unavailable_floor))
+    if isinstance(exc, ImapThrottled):
+        return Verdict(Event("error", _text(exc)), exc.retry_after)
+    if isinstance(exc, ImapCommandError) and exc.code in DEGRADING_CODES:
+        reason = f"[{exc.code}] {DEGRADING_CODES[exc.code]}: {_text(exc)}"
+        return Verdict(Event("error", reason), unavailable_floor if exc.code in _WAIT_ON else None)
+    if isinstance(exc, ImapProtocolError) and not logged_in:
+        return Verdict(Event("unreachable", _text(exc)))
+    if isinstance(exc, ImapConnectError):
+        return Verdict(Event("unreachable", _text(exc)))
+    return Verdict(Event("error", _text(exc)))
+
+
+__all__ = ["DEGRADING_CODES", "EVENT_KINDS", "Event", "Health", "HealthState", "Verdict", "advance", "initial",
+           "judge", "resumed"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from mailbridge.errors import DatabaseError, ImapConnectionLost
-from mailbridge.sync.account import discover
+from mailbridge.sync.discover import discover_folders
 from mailbridge.sync.folder import FolderSync
 from tests.support.folder_sync import fill_inbox, inbox_of, insert_account_row, open_session
 
@@ -104,7 +104,7 @@ async def test_a_failed_prefetch_keeps_the_batch_it_overlapped(db, dovecot, mail
     # the next run continues from the cursor and completes the folder
     async with open_session(dovecot, mail_user) as session:
         await session.enable("CONDSTORE")
-        inbox = (await discover(db, session, account_id, None))[0]
+        inbox = (await discover_folders(db, session, account_id, None)).folders[0]
         async for _step in FolderSync(db, session, inbox, batch_size=BATCH).steps():
             pass
     row, uids = await state(db, inbox.id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from mailbridge.aio.imap import ImapEndpoint, ImapSession
 from mailbridge.store import accounts as account_store
 from mailbridge.store.accounts import NewAccount
-from mailbridge.sync.account import discover
+from mailbridge.sync.discover import discover_folders
 from mailbridge.testing.mailgen import MaildirWriter, corpus
 
 
@@ -33,5 +33,5 @@ def open_session(dovecot, user):
 async def inbox_of(db, session, account_id):
     """CONDSTORE on, the folders discovered; the INBOX's `Folder`."""
     await session.enable("CONDSTORE")
-    folders = await discover(db, session, account_id, None)
+    folders = (await discover_folders(db, session, account_id, None)).folders
     return next(f for f in folders if f.name == "INBOX")

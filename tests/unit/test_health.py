@@ -69,3 +69,66 @@ def test_a_one_off_run_resumes_the_stored_state_except_auth_failed():
     assert resumed("auth_failed", "wrong password", since).health is Health.STARTING
     assert resumed("no such state", None, since).health is Health.STARTING
     assert resumed("degraded", "folder 'X' parked", since).reason == "folder 'X' parked"
+
+
+# --- what a failure becomes (judge) ------------------------------------------------------
+
+from mailbridge.errors import (  # noqa: E402
+    DatabaseError,
+    ImapAuthError,
+    ImapCommandError,
+    ImapConnectError,
+    ImapConnectionLost,
+    ImapProtocolError,
+    ImapThrottled,
+    ImapUnavailable,
+    LockLost,
+)
+from mailbridge.sync.health import judge  # noqa: E402
+
+
+def verdict(exc, logged_in=True, floor=60.0):
+    return judge(exc, logged_in=logged_in, unavailable_floor=floor)
+
+
+def test_a_server_that_turns_us_away_is_unreachable_with_its_reason_and_a_floor():
+    v = verdict(ImapUnavailable("imap.example.test said: too many connections", reason_code="TOOMANYCONNECTIONS"))
+    assert v.event.kind == "unreachable" and v.retry_after == 60.0
+    assert v.event.reason == "imap.example.test said: too many connections"
+    assert verdict(ImapUnavailable("busy", retry_after=300.0)).retry_after == 300.0  # its hint, when longer
+    assert verdict(ImapUnavailable("busy"), floor=2.0).retry_after == 2.0
+
+
+def test_throttling_degrades_and_waits_as_long_as_the_server_asks():
+    v = verdict(ImapThrottled("the server throttles us: Request is throttled", retry_after=2.0, command="UID FETCH"))
+    assert v.event.kind == "error" and v.retry_after == 2.0 and "throttled" in v.event.reason
+    assert advance(initial(T0), v.event, at(1)).health is Health.DEGRADED
+
+
+@pytest.mark.parametrize("code, floor", [("LIMIT", 60.0), ("INUSE", 60.0), ("OVERQUOTA", None),
+                                         ("SERVERBUG", None)])
+def test_rfc_5530_codes_degrade_the_account_naming_the_code(code, floor):
+    v = verdict(ImapCommandError(f"UID FETCH refused: NO [{code}] no", "UID FETCH", "NO", code=code))
+    assert v.event.kind == "error" and f"[{code}]" in v.event.reason and v.retry_after == floor
+    assert advance(initial(T0), v.event, at(1)).health is Health.DEGRADED
+
+
+def test_authentication_failed_parks_and_a_lost_lock_records_nothing():
+    v = verdict(ImapAuthError("authentication failed: [AUTHENTICATIONFAILED]", code="AUTHENTICATIONFAILED"))
+    assert v.event.kind == "auth_failed" and v.retry_after is None
+    assert verdict(LockLost("gone")).event is None
+
+
+def test_a_protocol_error_before_the_login_is_unreachable_after_it_degraded():
+    exc = ImapProtocolError("127.0.0.1:22 is not an IMAP server (it greeted with 'SSH-2.0-...')")
+    assert verdict(exc, logged_in=False).event.kind == "unreachable"
+    assert verdict(exc, logged_in=True).event.kind == "error"
+    assert verdict(ImapConnectError("refused"), logged_in=False).event.kind == "unreachable"
+
+
+def test_other_failures_degrade_with_their_text_and_the_usual_backoff():
+    for exc in (ImapConnectionLost("connection reset"), DatabaseError("boom"), ValueError("odd")):
+        v = verdict(exc)
+        assert v.event.kind == "error" and v.retry_after is None
+    assert verdict(ValueError("odd")).event.reason == "ValueError: odd"
+    assert verdict(ImapCommandError("NO [NONEXISTENT]", "SELECT", "NO", code="NONEXISTENT")).retry_after is None

@@ -50,11 +50,14 @@ class FakeActor:
 
     plan: dict[int, int] = {}
     fail_on_stop: set[int] = set()  # accounts whose actor also fails while being cancelled
+    errors: dict[int, Exception] = {}  # what a crash raises (default: a lost connection)
+    hints: dict[int, float] = {}  # the actor's own retry_after after a crash
     starts: dict[int, list[float]] = {}
     live: set[int] = set()
 
     def __init__(self, account, throttle, restarts, registry):
         self.account, self.cycles = account, 0
+        self.retry_after = None
         self.status = st.ActorStatus(account_id=account.id, email=account.email, state=st.STARTING,
                                      health="starting", restarts=restarts)
         registry.publish(self.status)
@@ -66,7 +69,8 @@ class FakeActor:
         if FakeActor.plan.get(aid, 0) > 0:
             FakeActor.plan[aid] -= 1
             await trio.sleep(0.5)
-            raise ImapConnectionLost("connection reset")
+            self.retry_after = FakeActor.hints.get(aid)
+            raise FakeActor.errors.get(aid, ImapConnectionLost("connection reset"))
         FakeActor.live.add(aid)
         try:
             self.cycles = 1
@@ -89,6 +93,7 @@ class FakeActor:
 @pytest.fixture(autouse=True)
 def reset():
     FakeActor.plan, FakeActor.starts, FakeActor.live, FakeActor.fail_on_stop = {}, {}, set(), set()
+    FakeActor.errors, FakeActor.hints = {}, {}
 
 
 def supervisor(source, registry, **kw):
@@ -173,3 +178,42 @@ async def test_an_actor_failing_while_it_is_stopped_does_not_take_the_supervisor
         await trio.sleep(1)
         assert sup.running == [2, 3] and FakeActor.live == {2, 3}
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio(run=trio.run)
+async def test_a_hint_from_the_failure_is_a_floor_under_the_backoff(autojump_clock):
+    from mailbridge.errors import ImapThrottled, ImapUnavailable
+
+    registry, source = Registry(), Source([account(1), account(2)])
+    FakeActor.plan.update({1: 2, 2: 2})
+    FakeActor.errors[1] = ImapUnavailable("* BYE too many connections", reason_code="TOOMANYCONNECTIONS")
+    FakeActor.hints[1] = 45.0  # the actor's verdict: one poll tick at least
+    FakeActor.errors[2] = ImapThrottled("Request is throttled", retry_after=7.0)  # the error's own hint
+    sup = supervisor(source, registry)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await trio.sleep(1.0)
+        status = registry.status(1)
+        assert status.state == st.BACKOFF and "45 s" in status.step and "too many connections" in status.last_error
+        await trio.sleep(200)
+        assert {1, 2} <= FakeActor.live
+        nursery.cancel_scope.cancel()
+    for aid, floor in ((1, 45.0), (2, 7.0)):
+        starts = FakeActor.starts[aid]
+        gaps = [b - a - 0.5 for a, b in zip(starts, starts[1:])]
+        assert len(gaps) == 2 and all(floor <= g <= floor * 1.25 + 1e-6 for g in gaps), (aid, gaps)
+
+
+def test_the_floor_never_shortens_a_longer_backoff():
+    from actors.supervisor import retry_hint
+
+    policy = RestartPolicy(base=1.0, cap=300.0, jitter=0.0)
+    rng = random.Random(1)
+    assert policy.backoff(8, rng, floor=30.0) == 128.0
+    assert policy.backoff(1, rng, floor=30.0) == 30.0
+    assert policy.backoff(1, rng, floor=None) == 1.0
+
+    class Hinted:
+        retry_after = 5.0
+    assert retry_hint(Hinted(), ValueError()) == 5.0
+    assert retry_hint(object(), ValueError()) is None
