@@ -50,6 +50,7 @@ TUNABLES: tuple[Tunable, ...] = (
     Tunable("MAILBRIDGE_CONNECT_TIMEOUT", "connect_timeout", float, 20.0, "seconds to connect and greet", 1),
     Tunable("MAILBRIDGE_IDLE_SECONDS", "idle_seconds", float, 1500.0, "seconds before IDLE is re-issued", 1),
     Tunable("MAILBRIDGE_RETENTION_DAYS", "retention_days", int, None, "keep only messages newer than this many days (unset: all)", 1),
+    Tunable("MAILBRIDGE_EVENTS_RETENTION_DAYS", "events_retention_days", int, 30, "days the change log (the events /events streams) is kept", 1),
     Tunable("MAILBRIDGE_BODY_MAX_BYTES", "body_max_bytes", int, 26_214_400, "largest message body served by the API", 1),
     Tunable("MAILBRIDGE_LOG_LEVEL", "log_level", str, "info", "debug, info, warning or error"),
 )
@@ -79,9 +80,32 @@ class Settings:
     connect_timeout: float = 20.0
     idle_seconds: float = 1500.0
     retention_days: int | None = None
+    events_retention_days: int = 30
     body_max_bytes: int = 26_214_400
     log_level: str = "info"
     key_source: str = field(default="env")
+
+    def __repr__(self) -> str:
+        """Every setting, secrets hidden: the API token and the keys as ``***``, the
+        database URL without its password (logs and tracebacks show reprs)."""
+        shown: list[str] = []
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name == "api_token" and value is not None:
+                text = "'***'"
+            elif name == "encryption_keys":
+                text = f"<{len(value)} key{'s' if len(value) != 1 else ''}>"
+            elif name == "database_url" and value is not None:
+                parts = urlsplit(value)
+                netloc = parts.netloc.rpartition("@")
+                user = netloc[0].partition(":")[0] + ":***@" if ":" in netloc[0] else netloc[0] + netloc[1]
+                query = "&".join("password=***" if q.lower().startswith("password=") else q
+                                 for q in parts.query.split("&")) if parts.query else ""
+                text = repr(parts._replace(netloc=user + netloc[2], query=query).geturl())
+            else:
+                text = repr(value)
+            shown.append(f"{name}={text}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def embedded(self) -> bool:
@@ -214,15 +238,38 @@ def load_settings(
 
 
 def ensure_key_file(home: Path) -> str:
-    """Read `home/encryption.key`, creating it (mode 0600) with a new key if missing."""
+    """Read `home/encryption.key`, creating it (mode 0600) with a new key if missing.
+
+    Safe when several processes start at once: the key is written in full to a private
+    temporary file, which is then linked to its name only if none exists yet (`os.link`
+    never replaces), so every process reads the same complete key and none sees a
+    partial file.
+    """
     from cryptography.fernet import Fernet
 
     path = home / "encryption.key"
-    if path.exists():
-        return _check_fernet_key(path.read_text().strip(), str(path))
-    home.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key().decode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
-    return key
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        _create_key_file(path, Fernet.generate_key().decode())
+    return _check_fernet_key(path.read_text().strip(), str(path))
+
+
+def _create_key_file(path: Path, key: str) -> None:
+    """Put `key` at `path` (0600) unless a file is already there; never a partial file."""
+    import tempfile
+
+    fd, temp = tempfile.mkstemp(prefix=".encryption.key.", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another process won the race: its key is the key
+        except OSError as exc:  # a file system without hard links
+            raise ConfigError(f"cannot create the key file {path} ({exc.strerror}): set "
+                              f"MAILBRIDGE_ENCRYPTION_KEY instead; {FERNET_KEY_HINT}") from None
+    finally:
+        os.unlink(temp)

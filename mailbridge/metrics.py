@@ -9,10 +9,10 @@ source of truth and no double bookkeeping.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from prometheus_client import REGISTRY, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 MESSAGES = Counter("mailbridge_messages", "Messages written to the mirror, by kind of change",
@@ -41,7 +41,7 @@ class SnapshotCollector(Collector):
     def __init__(self, snapshots: Callable[[], Iterable]) -> None:
         self._snapshots = snapshots
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         restarts = CounterMetricFamily("mailbridge_actor_restarts", "Actor restarts after a crash",
                                        labels=["account_id"])
         waits = CounterMetricFamily("mailbridge_throttle_waits", "IMAP commands that waited for the throttle",
@@ -64,7 +64,7 @@ class SnapshotCollector(Collector):
             accounts.add_metric([health], n)
         yield from (restarts, waits, accounts, lag)
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return []
 
 

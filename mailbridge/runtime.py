@@ -169,6 +169,7 @@ async def serve_until_signal(ctx: "Context", host: str, port: int, *,
 
     from actors.account import AccountActor, ActorDeps
     from actors.indexer import run_indexer
+    from actors.janitor import run_janitor
     from actors.registry import Registry
     from actors.supervisor import DbAccountSource, Supervisor
     from mailbridge.aio.db import Database, pool_size_for
@@ -207,6 +208,7 @@ async def serve_until_signal(ctx: "Context", host: str, port: int, *,
                 async with trio.open_nursery() as actors:
                     await actors.start(supervisor.run)
                     await actors.start(run_indexer, db)
+                    await actors.start(run_janitor, db, settings.events_retention_days)
                     async with trio.open_nursery() as http:
                         url = await http.start(serve_http, app, host, port)
                         where = "" if settings.api_token else " (loopback only: MAILBRIDGE_API_TOKEN is not set)"

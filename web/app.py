@@ -1,7 +1,8 @@
 """The HTTP API: `create_app(registry, db, settings)` → a QuartTrio app.
 
 Routes live in `web.routes` (each declared with its schemas, see `web.schema`); this
-module wires them up with bearer-token auth, JSON errors, metrics and the drain switch
+module wires them up with bearer-token auth (or, without a token, the loopback-only
+checks of `web.guard`), JSON errors, metrics and the drain switch
 `web.server` flips on shutdown.  What both share lives below them: `web.state` (the
 `WebState` every handler reads) and `web.responses` (JSON and error responses).  web/ reaches the database only through
 `mailbridge.store` and `mailbridge.accountops`, and the actors only through the
@@ -31,6 +32,7 @@ from mailbridge.errors import (
 )
 from web import metrics
 from web.dashboard import TOKEN_PARAM, unauthorized_page, wants_html
+from web.guard import Refusal, check_content_type, check_cross_site, check_host
 from web.responses import error_response, json_response
 from web.routes import api
 from web.schema import ApiError
@@ -39,13 +41,19 @@ from web.state import WebState
 log = logging.getLogger("mailbridge.web")
 
 MAX_BODY = 64 * 1024  # JSON request bodies are small
+MAX_EVENT_STREAMS = 64  # concurrent GET /events streams; past it 503 with Retry-After
 QUERY_TOKEN_PATHS = frozenset({"/", "/events"})  # browsers: navigation and EventSource send no header
 
 
+def _refused(refusal: Refusal) -> Response:
+    return error_response(refusal.status, refusal.code, refusal.message)
+
+
 def create_app(registry: Registry, db: Any, settings: Settings, *, require_token: bool | None = None,
-               body_timeout: float = 20.0) -> QuartTrio:
-    """The API app.  `require_token` defaults to "a token is configured"; with False every
-    request is allowed (the caller then binds to loopback only)."""
+               body_timeout: float = 20.0, max_event_streams: int = MAX_EVENT_STREAMS) -> QuartTrio:
+    """The API app.  `require_token` defaults to "a token is configured"; with False the
+    caller binds to loopback only and a request needs no token, but it must be addressed
+    to loopback and not come from another origin's page (see `web.guard`)."""
     if require_token is None:
         require_token = settings.api_token is not None
     if require_token and not settings.api_token:
@@ -56,7 +64,7 @@ def create_app(registry: Registry, db: Any, settings: Settings, *, require_token
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, RESPONSE_TIMEOUT=120, BODY_TIMEOUT=30,
                       PROVIDE_AUTOMATIC_OPTIONS=False)
     state = WebState(registry=registry, db=db, settings=settings, require_token=require_token,
-                     body_timeout=body_timeout)
+                     body_timeout=body_timeout, max_event_streams=max_event_streams)
     app.extensions["mailbridge"] = state
     api.install(app)
 
@@ -81,7 +89,15 @@ def create_app(registry: Registry, db: Any, settings: Settings, *, require_token
         if state.draining:
             return error_response(503, "shutting_down", "mailbridge is shutting down; try again shortly",
                                   headers={"Retry-After": "5", "Connection": "close"})
-        if request.path == "/health" or not state.require_token:
+        if not state.require_token:
+            server_port = request.server[1] if request.server else None
+            host = request.headers.get("Host")
+            refusal = check_host(host, server_port) or check_cross_site(
+                request.method, request.path, host, request.headers.get("Origin"),
+                request.headers.get("Sec-Fetch-Site"), request.headers.get("Sec-Fetch-Mode"),
+                request.headers.get("Sec-Fetch-Dest"))
+            return _refused(refusal) if refusal is not None else _body_type()
+        if request.path == "/health":
             return None
         given = _given_token()
         ok = given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), token)
@@ -93,12 +109,22 @@ def create_app(registry: Registry, db: Any, settings: Settings, *, require_token
             return error_response(401, "unauthorized",
                                   "missing or wrong bearer token (Authorization: Bearer $MAILBRIDGE_API_TOKEN)",
                                   headers={"WWW-Authenticate": 'Bearer realm="mailbridge"'})
-        return None
+        return _body_type()
+
+    def _body_type() -> Response | None:
+        """415 for a write to a route whose body is not declared JSON (unmatched paths are
+        left to routing: 404/405)."""
+        if request.url_rule is None:
+            return None
+        refusal = check_content_type(request.method, request.headers.get("Content-Type"),
+                                     request.content_length, "chunked" in request.headers.get(
+                                         "Transfer-Encoding", "").lower())
+        return _refused(refusal) if refusal is not None else None
 
     @app.after_request
     async def _count(response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.HTTP_REQUESTS.labels(request.method, rule, str(response.status_code)).inc()
+        metrics.HTTP_REQUESTS.labels(metrics.method_label(request.method), rule, str(response.status_code)).inc()
         started = g.get("started")
         if started is not None:
             metrics.HTTP_SECONDS.labels(rule).observe(max(0.0, trio.current_time() - started))

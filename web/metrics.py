@@ -22,6 +22,14 @@ SEARCH_BACKLOG = Gauge("mailbridge_search_index_backlog",
 MAILBOX_DEPTH = Gauge("mailbridge_actor_mailbox_depth", "Requests waiting in each account's actor mailbox",
                       ["account"])
 
+METHOD_LABELS = frozenset({"GET", "POST", "PATCH", "DELETE", "PUT", "HEAD", "OPTIONS"})  # else "other"
+
+
+def method_label(method: str) -> str:
+    """The request method as a label: one of METHOD_LABELS or "other" (a client must not
+    grow the label set by inventing methods)."""
+    return method if method in METHOD_LABELS else "other"
+
 
 def scrape(registry: Registry, search_backlog: int | None = None) -> bytes:
     """The text exposition, with the actor gauges refreshed from the registry first (and
@@ -42,4 +50,5 @@ def scrape(registry: Registry, search_backlog: int | None = None) -> bytes:
     return generate_latest()
 
 
-__all__ = ["BODY_FETCHES", "CONTENT_TYPE_LATEST", "HTTP_REQUESTS", "HTTP_SECONDS", "scrape"]
+__all__ = ["BODY_FETCHES", "CONTENT_TYPE_LATEST", "HTTP_REQUESTS", "HTTP_SECONDS", "METHOD_LABELS", "method_label",
+           "scrape"]

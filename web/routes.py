@@ -159,6 +159,7 @@ NEW_ACCOUNT = {"type": "object", "required": ["email", "host", "password"], "pro
                "additionalProperties": False}
 ACCOUNT_CHANGES = {"type": "object", "properties": _ACCOUNT_FIELDS, "additionalProperties": False}
 _CONNECTION = ("host", "port", "tls", "username", "verify_certificate", "password")
+_DESTINATION = ("host", "port", "tls", "username")  # where the password goes: a change needs it sent anew
 
 
 def account_json(account: Any) -> dict[str, Any]:
@@ -260,6 +261,7 @@ async def patch_account(id: int, body: dict[str, Any]) -> Response:
         if field in body:
             changes[field] = body[field]
     password = body.get("password")
+    _require_password_for_new_destination(changes, password)
     token = None
     if password is not None or any(f in changes for f in _CONNECTION):
         cipher = Cipher(state.settings.require_keys())
@@ -273,6 +275,18 @@ async def patch_account(id: int, body: dict[str, Any]) -> Response:
             token = cipher.encrypt(password)
     account = await store.update_account(state.db, id, changes, password_encrypted=token)
     return json_response(account_json(account))
+
+
+def _require_password_for_new_destination(changes: dict[str, Any], password: Any) -> None:
+    """422 unless the password comes with a change of where or how it is sent (host,
+    port, tls, username, or turning certificate checks off): the stored password is only
+    ever sent to the server it was saved for."""
+    moved = [f for f in _DESTINATION if f in changes]
+    if changes.get("verify_certificate") is False:
+        moved.append("verify_certificate")
+    if moved and password is None:
+        reject({"password": "is required when changing " + ", ".join(moved) + ": the stored password is "
+                            "sent only to the server it was saved for; send the password for the new settings"})
 
 
 def merged_current(account: Any, field: str) -> Any:
@@ -528,7 +542,9 @@ def _sse(event: dict[str, Any]) -> bytes:
            query=(Query("since", "integer", "replay events after this id (Last-Event-ID wins); default: "
                                             "only new events", minimum=0, maximum=MAX_ID),
                   Query("account", "integer", "only this account's events", minimum=1, maximum=MAX_ID)),
-           responses={200: Resp("an endless text/event-stream", {"type": "string"}, "text/event-stream")})
+           responses={200: Resp("an endless text/event-stream", {"type": "string"}, "text/event-stream"),
+                      503: err("too_many_streams", "the most event streams this server keeps are open "
+                                                   "(Retry-After)")})
 async def events(query: dict[str, Any]) -> Response:
     state = st()
     header = request.headers.get("Last-Event-ID")
@@ -588,7 +604,12 @@ async def events(query: dict[str, Any]) -> Response:
                 await changed.wait()
             await trio.sleep(0.05)
 
-    response = Response(stream(), content_type="text/event-stream; charset=utf-8",
+    counted = state.open_event_stream(stream())
+    if counted is None:
+        raise ApiError(503, "too_many_streams",
+                       f"{state.max_event_streams} event streams are open, the most this server keeps; "
+                       "close one or try again later", headers={"Retry-After": "10"})
+    response = Response(counted, content_type="text/event-stream; charset=utf-8",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     response.timeout = None
     return response

@@ -228,7 +228,11 @@ class Api:
                 common[400] = "the body is not a JSON object"
                 common[413] = "the body is too large"
                 common[422] = "invalid fields (each named in error.fields)"
-
+            if op.body is not None or op.method in ("POST", "PUT", "PATCH"):
+                common[415] = "the body is not sent as Content-Type: application/json"
+            # without MAILBRIDGE_API_TOKEN (loopback only): see web.guard
+            common[403] = "a request from another origin's web page (only without MAILBRIDGE_API_TOKEN)"
+            common[421] = "a Host other than loopback with this port (only without MAILBRIDGE_API_TOKEN)"
             if op.auth:
                 common[401] = "missing or wrong bearer token"
             for status, text in common.items():
