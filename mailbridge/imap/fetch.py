@@ -5,6 +5,10 @@ of a metadata response (Dovecot's item order) is read by one regular expression;
 other goes through the generic token reader, with identical results (the unit tests hold
 the two together).  `parse_fetch` never lets one bad message stop the others: what cannot
 be read becomes a `FetchDefect` carrying the UID when it can be made out.
+
+Every number read is within `MAX_NUMBER` (Postgres' bigint): a UID or size beyond it makes
+the response a `FetchDefect`, a MODSEQ beyond it is dropped with a defect noted (the
+message is still worth mirroring); an INTERNALDATE is only kept when it converts to UTC.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ from typing import Iterator
 
 from mailbridge.errors import ImapProtocolError
 from mailbridge.imap.headers import extract_header_fields
-from mailbridge.imap.lexer import Lines, Part, Token, parse_tokens, split_responses, token_number, token_text
+from mailbridge.imap.lexer import Lines, Part, Token, brief, parse_tokens, split_responses, token_number, token_text
 from mailbridge.imap.models import FetchDefect, FetchItems, FlagUpdate, MessageMeta
 
 FETCH_HEAD = re.compile(rb"(\d+) FETCH ", re.I)
-_SALVAGE_UID = re.compile(rb"\bUID (\d+)", re.I)
+_SALVAGE_UID = re.compile(rb"\bUID (\d{1,18})\b", re.I)
 
 # --- FETCH -----------------------------------------------------------------------------
 
@@ -78,8 +82,26 @@ def parse_internaldate(value: bytes) -> datetime | None:
         if len(_IDATE_ZONES) < 1024:
             _IDATE_ZONES[zone_key] = zone
     try:
-        return datetime(int(year), month, int(day), int(hh), int(mm), int(ss), tzinfo=zone)
+        when = datetime(int(year), month, int(day), int(hh), int(mm), int(ss), tzinfo=zone)
     except ValueError:
+        return None
+    if year == b"0001" or year == b"9999":  # its UTC time may lie outside what a datetime holds
+        try:
+            when.astimezone(timezone.utc)
+        except OverflowError:
+            return None
+    return when
+
+
+def _modseq(digits: bytes, defects: list[str] | None = None) -> int | None:
+    """A MODSEQ's digits as a number; None, with a defect noted, when out of range."""
+    if len(digits) < 19:
+        return int(digits)
+    try:
+        return token_number(digits, "MODSEQ")
+    except ImapProtocolError as exc:
+        if defects is not None:
+            defects.append(f"{exc}"[:70] + "; ignored")
         return None
 
 
@@ -87,12 +109,13 @@ _ABSENT = object()
 
 
 # The common FETCH items, uppercase, one at a time.  Groups: 1 UID, 2 FLAGS, 3 INTERNALDATE,
-# 4 RFC822.SIZE, 5 MODSEQ, 6 header section literal size, 7 header section NIL.
+# 4 RFC822.SIZE, 5 MODSEQ, 6 header section literal size, 7 header section NIL.  A UID or
+# size of 19 digits or more is left to the generic reader (which checks its range).
 _ITEM = re.compile(
-    rb" ?(?:UID (\d+)"
+    rb" ?(?:UID (\d{1,18})"
     rb'|FLAGS \(([^()"{}\[\]]*)\)'
     rb'|INTERNALDATE "([^"\\]*)"'
-    rb"|RFC822\.SIZE (\d+)"
+    rb"|RFC822\.SIZE (\d{1,18})"
     rb"|MODSEQ \((\d+)\)"
     rb"|BODY\[HEADER(?:\.FIELDS \([A-Z0-9 \-]*\))?\] (?:\{(\d+)\}\Z|(NIL)))"
 )
@@ -102,7 +125,7 @@ _RAW_FLAGS: dict[bytes, tuple[str, ...]] = {}
 def _raw_flags(raw: bytes) -> tuple[str, ...]:
     flags = _RAW_FLAGS.get(raw)
     if flags is None:
-        flags = _flags(raw.split())  # type: ignore[arg-type]
+        flags = _flags(raw.split())
         if len(_RAW_FLAGS) >= 4096:
             _RAW_FLAGS.clear()
         _RAW_FLAGS[raw] = flags
@@ -114,13 +137,13 @@ def _raw_flags(raw: bytes) -> tuple[str, ...]:
 # through `fetch_items`.  Groups: 1 UID, 2 FLAGS, 3 INTERNALDATE, 4 RFC822.SIZE,
 # 5 MODSEQ.
 _COMMON = re.compile(
-    rb"\d+ FETCH \(UID (\d+) FLAGS \(([^()\"{}\[\]]*)\) INTERNALDATE \"([^\"\\]*)\" RFC822\.SIZE (\d+)"
+    rb"\d+ FETCH \(UID (\d{1,18}) FLAGS \(([^()\"{}\[\]]*)\) INTERNALDATE \"([^\"\\]*)\" RFC822\.SIZE (\d{1,18})"
     rb"(?: MODSEQ \((\d+)\))? BODY\[HEADER(?:\.FIELDS \([A-Z0-9 \-]*\))?\] \{\d+\}\Z"
 )
 
 
 # ... and of a flags-only response (a flag scan, CHANGEDSINCE): 1 UID, 2 FLAGS, 3 MODSEQ.
-_COMMON_FLAGS = re.compile(rb"\d+ FETCH \(UID (\d+) FLAGS \(([^()\"{}\[\]]*)\)(?: MODSEQ \((\d+)\))?\)\Z")
+_COMMON_FLAGS = re.compile(rb"\d+ FETCH \(UID (\d{1,18}) FLAGS \(([^()\"{}\[\]]*)\)(?: MODSEQ \((\d+)\))?\)\Z")
 
 
 def _fetch_fields_fast(resp: list[Part], start: int) -> FetchItems | None:
@@ -141,7 +164,7 @@ def _fetch_fields_fast(resp: list[Part], start: int) -> FetchItems | None:
     defects: list[str] = []
     match = _ITEM.match
     while True:
-        m = match(line, pos)  # type: ignore[arg-type]
+        m = match(line, pos)
         if m is None:
             if idx == last and line[pos:] == b")":
                 return FetchItems(uid, flags, internal, size, modseq, header, has_meta, tuple(defects))
@@ -161,7 +184,7 @@ def _fetch_fields_fast(resp: list[Part], start: int) -> FetchItems | None:
             has_meta = True
             size = int(m.group(4))
         elif g == 5:
-            modseq = int(m.group(5))
+            modseq = _modseq(m.group(5), defects)
         elif g == 6:
             has_meta = True
             if idx + 2 > last:
@@ -181,7 +204,7 @@ def _fetch_fields_fast(resp: list[Part], start: int) -> FetchItems | None:
 def _fetch_fields_generic(resp: list[Part], start: int) -> FetchItems:
     """`fetch_items` for any FETCH response, through the tokenizer."""
     parts = list(resp)
-    parts[0] = resp[0][start:]  # type: ignore[index]
+    parts[0] = resp[0][start:]
     tokens = parse_tokens(parts)
     if len(tokens) != 1 or type(tokens[0]) is not list:
         raise ImapProtocolError("FETCH data is not one parenthesised list")
@@ -212,13 +235,17 @@ def _fetch_fields_generic(resp: list[Part], start: int) -> FetchItems:
             if type(value) is bytes:
                 internal = parse_internaldate(value)
             if internal is None:
-                defects.append(f"unparseable INTERNALDATE {value!r}"[:80])
+                defects.append(f"unparseable INTERNALDATE {brief(value) if type(value) is list else repr(value)}"[:80])
         elif key == b"RFC822.SIZE":
             has_meta = True
             size = token_number(value, "RFC822.SIZE")
         elif key == b"MODSEQ":
             if type(value) is list and len(value) == 1:
-                modseq = token_number(value[0], "MODSEQ")
+                digits = value[0]
+                if type(digits) is bytes and digits.isdigit():
+                    modseq = _modseq(digits, defects)
+                else:
+                    modseq = token_number(digits, "MODSEQ")
             else:
                 raise ImapProtocolError("MODSEQ is not a one-number list")
         elif key.startswith(b"BODY[HEADER") or key.startswith(b"RFC822.HEADER") or key.startswith(
@@ -270,7 +297,8 @@ def parse_fetch(lines: Lines) -> Iterator[MessageMeta | FlagUpdate | FetchDefect
             c = common_flags(first)
             if c is not None:
                 uid_b, flags_b, modseq_b = c.groups()
-                yield FlagUpdate(int(uid_b), _raw_flags(flags_b), int(modseq_b) if modseq_b is not None else None)
+                modseq = None if modseq_b is None else int(modseq_b) if len(modseq_b) < 19 else _modseq(modseq_b)
+                yield FlagUpdate(int(uid_b), _raw_flags(flags_b), modseq)
                 continue
         if len(resp) == 3 and resp[2] == b")" and type(resp[1]) is bytearray:
             c = common(first)
@@ -278,10 +306,17 @@ def parse_fetch(lines: Lines) -> Iterator[MessageMeta | FlagUpdate | FetchDefect
                 # the usual shape: exactly what fetch_items would read from it
                 uid_b, flags_b, idate, size_b, modseq_b = c.groups()
                 internal = parse_internaldate(idate)
+                noted: tuple[str, ...] = () if internal is not None else (f"unparseable INTERNALDATE {idate!r}"[:80],)
+                if modseq_b is None:
+                    modseq = None
+                elif len(modseq_b) < 19:
+                    modseq = int(modseq_b)
+                else:
+                    wide: list[str] = list(noted)
+                    modseq = _modseq(modseq_b, wide)
+                    noted = tuple(wide)
                 yield _message_meta(
-                    int(uid_b), _raw_flags(flags_b), internal, int(size_b),
-                    int(modseq_b) if modseq_b is not None else None, resp[1],  # type: ignore[arg-type]
-                    () if internal is not None else (f"unparseable INTERNALDATE {idate!r}"[:80],),
+                    int(uid_b), _raw_flags(flags_b), internal, int(size_b), modseq, resp[1], noted,
                 )
                 continue
         m = FETCH_HEAD.match(first)
@@ -372,7 +407,7 @@ def parse_body_fetch(lines: Lines) -> tuple[int | None, bytes | None]:
             continue
         if body is not None and type(body) is not bytes:
             raise ImapProtocolError("message body is not a string")
-        return uid, body  # type: ignore[return-value]
+        return uid, body
     return None, None
 
 

@@ -13,6 +13,11 @@ into nested Python values: atoms, numbers and quoted strings are `bytes` (quoted
 unescaped), ``NIL`` is None, literals are `bytes`, parenthesised lists are `list`.
 Brackets belong to their atom, so ``BODY[HEADER.FIELDS (SUBJECT)]`` and
 ``[Gmail]/Sent`` are single atoms.  Nothing here does I/O.
+
+Whatever the server sent, these end in a value or `ImapProtocolError`, in time linear in
+the input: no scan restarts where an earlier one already looked (a run of ``[`` or of
+``"\\`` costs one pass, not one per character), nesting is capped at `MAX_DEPTH`, and a
+number is only read from ASCII digits up to `MAX_NUMBER` (what Postgres' ``bigint`` holds).
 """
 
 from __future__ import annotations
@@ -25,20 +30,30 @@ from mailbridge.errors import ImapProtocolError
 Part = Union[bytes, bytearray, memoryview]
 Token = Union[bytes, None, list]
 
-# One token: a parenthesis, a quoted string (or a lone '"' when unterminated), or an
-# atom: a run of anything else, where "[...]" is swallowed whole.
+MAX_NUMBER = 2**63 - 1  # the largest number a response may carry: Postgres' bigint
+MAX_DEPTH = 64  # parentheses nested deeper than this are refused (real responses use a few)
+
+# One token: a parenthesis, a quoted string (or, unterminated, '"' and the rest of the
+# part), or an atom: a run of anything else, where "[...]" is swallowed whole.  A "[" only
+# pairs with a "]" before the next "[", so that no "[" rescans what an earlier one scanned.
 _TOKEN = re.compile(
-    rb'(?:[^\s()"\[]|\[[^\]]*\]|\[)[^\s()"\[]*(?:(?:\[[^\]]*\]|\[)[^\s()"\[]*)*'  # atom
+    rb'(?:[^\s()"\[]|\[[^\[\]]*\]|\[)[^\s()"\[]*(?:(?:\[[^\[\]]*\]|\[)[^\s()"\[]*)*'  # atom
     rb'|[()]'
     rb'|"[^"\\]*(?:\\.[^"\\]*)*"'  # quoted string
-    rb'|"',  # unterminated quote
+    rb'|"[\s\S]*',  # unterminated quote: the rest of the part
     re.S,
 )
 _tokens = _TOKEN.findall
 _LITERAL_END = re.compile(rb"\{(\d+)\+?\}$")
-_UNESCAPE = re.compile(rb"\\(.)", re.S)
+_UNESCAPE = re.compile(rb"\\(.)", re.S)  # what a backslash escapes
 
-_OPEN, _CLOSE, _QUOTE = 40, 41, 34
+_OPEN, _CLOSE, _QUOTE, _BACKSLASH = 40, 41, 34, 92
+
+
+def _escaped_end(tok: bytes) -> bool:
+    """Whether the '"' that ends `tok` is escaped (an odd run of backslashes before it):
+    then `tok` is an unterminated string that ran to the end of its part."""
+    return (len(tok) - 1 - len(tok[:-1].rstrip(b"\\"))) % 2 == 1
 
 
 Lines = Iterable[Part]  # a command's lines, as the transport hands them over
@@ -52,12 +67,27 @@ def token_text(data: bytes) -> str:
         return data.decode("latin-1")
 
 
-def token_number(value: Token, what: str) -> int:
-    """A number token; ImapProtocolError (naming `what`) when it is not one."""
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ImapProtocolError(f"{what} is not a number: {value!r}"[:120]) from None
+def brief(value: Token | bytearray) -> str:
+    """A token as an error message shows it: bytes cut to 40, a list only by its length."""
+    if isinstance(value, (bytes, bytearray)):
+        text = repr(bytes(value[:40]))
+        return text + "..." if len(value) > 40 else text
+    if value is None:
+        return "NIL"
+    return f"a list of {len(value)} items"
+
+
+def token_number(value: Token | bytearray, what: str) -> int:
+    """A number token: ASCII digits, at most `MAX_NUMBER`; ImapProtocolError (naming
+    `what`) when it is anything else (a sign, a list, NIL, too many digits)."""
+    if type(value) is bytes and value.isdigit():
+        if len(value) < 19:  # below 10**18: always in range
+            return int(value)
+        digits = value.lstrip(b"0") or b"0"
+        if len(digits) <= 19 and (number := int(digits)) <= MAX_NUMBER:
+            return number
+        raise ImapProtocolError(f"{what} is out of range: {brief(value)}")
+    raise ImapProtocolError(f"{what} is not a number: {brief(value)}")
 
 
 def split_responses(lines: Iterable[Part]) -> Iterator[list[Part]]:
@@ -119,6 +149,8 @@ def parse_tokens(parts: Sequence[Part]) -> list[Token]:
         for tok in _tokens(part):
             c = tok[0]
             if c == _OPEN:
+                if len(stack) >= MAX_DEPTH:
+                    raise ImapProtocolError(f"parentheses nested deeper than {MAX_DEPTH} in response")
                 new: list[Token] = []
                 cur.append(new)
                 stack.append(cur)
@@ -128,11 +160,11 @@ def parse_tokens(parts: Sequence[Part]) -> list[Token]:
                     raise ImapProtocolError("unbalanced ')' in response")
                 cur = stack.pop()
             elif c == _QUOTE:
-                if len(tok) == 1:
+                if len(tok) == 1 or tok[-1] != _QUOTE or (tok[-2] == _BACKSLASH and _escaped_end(tok)):
                     raise ImapProtocolError("unterminated quoted string in response")
                 tok = tok[1:-1]
-                if 92 in tok:  # backslash
-                    tok = _UNESCAPE.sub(rb"\1", tok)
+                if _BACKSLASH in tok:
+                    tok = b"".join(_UNESCAPE.split(tok))  # split keeps each escaped byte
                 cur.append(tok)
             elif tok == b"NIL":
                 cur.append(None)
@@ -145,4 +177,5 @@ def parse_tokens(parts: Sequence[Part]) -> list[Token]:
     return root
 
 
-__all__ = ["Part", "Token", "parse_tokens", "split_responses"]
+__all__ = ["MAX_DEPTH", "MAX_NUMBER", "Part", "Token", "brief", "parse_tokens", "split_responses", "token_number",
+           "token_text"]

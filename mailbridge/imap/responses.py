@@ -6,8 +6,10 @@ Each takes a completed command's `lines` exactly as the transport hands them ove
 SELECT's ``[READ-ONLY]`` lives there).  Untagged responses a parser
 does not care about (``EXISTS``, ``EXPUNGE``, ``OK [...]`` ... interleaved anywhere) are
 skipped.  They raise `ImapProtocolError` only where going on would be wrong (a LIST
-entry we cannot read must not look like a deleted folder).  FETCH responses have their
-own module, `mailbridge.imap.fetch`.
+entry we cannot read must not look like a deleted folder), and nothing else on any input.
+Numbers are within `MAX_NUMBER` (Postgres' bigint); the UID sets of all VANISHED or all
+ESEARCH responses of one command expand to at most `MAX_PARSED_UIDS` UIDs together.
+FETCH responses have their own module, `mailbridge.imap.fetch`.
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ from array import array
 
 from mailbridge.errors import ImapProtocolError
 from mailbridge.imap.fetch import FETCH_HEAD, fetch_items
-from mailbridge.imap.lexer import Lines, Part, Token, parse_tokens, split_responses, token_number, token_text
+from mailbridge.imap.lexer import Lines, Part, Token, brief, parse_tokens, split_responses, token_number, token_text
 from mailbridge.imap.models import FetchItems, FlagUpdate, ListEntry, SelectInfo, ServerPush, StatusInfo
-from mailbridge.imap.uidset import parse_uid_set, uid_set_spans
+from mailbridge.imap.uidset import MAX_PARSED_UIDS, uid_set_spans
 from mailbridge.imap.utf7 import decode_mailbox_name
 
 _NUMBERED = re.compile(rb"(\d+) ([A-Za-z]+)")
 # "OK [CODE args] text" untagged, or "[CODE args] text" as the tagged completion's text
 _CODE = re.compile(rb"(?:(?:OK|NO|BAD|BYE|PREAUTH) )?\[([A-Za-z0-9.\-]+)(?: ([^\]]*))?\]", re.I)
+# 19 digits in a row: more than any UID or message number has (they fit in 10).
+_LONG_DIGITS = re.compile(rb"\d{19}")
 
 
 def _codes(first: bytes) -> tuple[bytes, bytes] | None:
@@ -53,6 +57,7 @@ def parse_select(lines: Lines) -> SelectInfo:
     """
     state: dict = {}
     vanished: list[int] = []
+    expanded = 0  # UIDs read from VANISHED, [CLOSED] or not
     updates: list[FlagUpdate] = []
     for resp in split_responses(lines):
         first = resp[0]
@@ -62,7 +67,7 @@ def parse_select(lines: Lines) -> SelectInfo:
         if m is not None:
             kind = m.group(2).upper()
             if kind == b"EXISTS":
-                state["exists"] = int(m.group(1))
+                state["exists"] = token_number(m.group(1), "EXISTS")
             elif kind == b"FETCH":
                 fm = FETCH_HEAD.match(first)
                 if fm is not None:
@@ -79,7 +84,9 @@ def parse_select(lines: Lines) -> SelectInfo:
             state["flags"] = _flag_tuple(tokens[1] if len(tokens) > 1 else None)
             continue
         if upper.startswith(b"VANISHED "):
-            vanished.extend(_vanished_uids(resp))
+            uids = _vanished_uids(resp, MAX_PARSED_UIDS - expanded)
+            expanded += len(uids)
+            vanished.extend(uids)
             continue
         code = _codes(first)
         if code is None:
@@ -167,7 +174,7 @@ def _search_numbers(first: bytes, out: array) -> bool:
         if m is None:
             return False
         end = m.start()
-    if first[6:end].translate(None, b"0123456789 "):
+    if first[6:end].translate(None, b"0123456789 ") or _LONG_DIGITS.search(first, 6, end) is not None:
         return False
     pos = 6
     while pos < end:
@@ -185,6 +192,7 @@ def parse_search(lines: Lines) -> array:
     of ESEARCH responses (ascending), as an ``array('q')``: 8 bytes a UID, with no list of
     a million ints or tokens on the way for a big mailbox."""
     out = array("q")
+    expanded = 0  # UIDs read from ESEARCH ALL sets
     for resp in split_responses(lines):
         first = resp[0]
         if type(first) is not bytes:
@@ -201,29 +209,46 @@ def parse_search(lines: Lines) -> array:
         elif head.startswith(b"ESEARCH"):
             tokens = parse_tokens(resp)
             for i in range(1, len(tokens) - 1):
-                tok = tokens[i]
-                if type(tok) is bytes and tok.upper() == b"ALL" and type(tokens[i + 1]) is bytes:
-                    for lo, hi in uid_set_spans(tokens[i + 1].decode("ascii", "replace")):
+                tok, following = tokens[i], tokens[i + 1]
+                if type(tok) is bytes and tok.upper() == b"ALL" and type(following) is bytes:
+                    for lo, hi in _uid_spans(following, MAX_PARSED_UIDS - expanded, "ESEARCH"):
                         out.extend(range(lo, hi + 1))
+                        expanded += hi - lo + 1
                     break
     return out
 
 
-def _vanished_uids(resp: list[Part]) -> list[int]:
+def _uid_spans(text: bytes, limit: int, what: str) -> list[tuple[int, int]]:
+    """The (first, last) spans of a UID set as a response wrote it.  ImapProtocolError when
+    it is malformed, holds a number of 19 digits or more (UIDs have 32 bits), or more
+    than `limit` UIDs."""
+    if _LONG_DIGITS.search(text) is not None:
+        raise ImapProtocolError(f"{what} UID set holds a number out of range: {brief(text)}")
+    return uid_set_spans(text.decode("ascii", "replace"), limit=limit)
+
+
+def _vanished_uids(resp: list[Part], limit: int = MAX_PARSED_UIDS) -> list[int]:
+    """The UIDs of one VANISHED response (at most `limit`, else ImapProtocolError)."""
     tokens = parse_tokens(resp)
     sets = [t for t in tokens[1:] if type(t) is bytes]
     if len(sets) != 1:
         raise ImapProtocolError("malformed VANISHED response")
-    return parse_uid_set(sets[0].decode("ascii", "replace"))
+    uids: list[int] = []
+    for lo, hi in _uid_spans(sets[0], limit, "VANISHED"):
+        uids.extend(range(lo, hi + 1))
+    return uids
 
 
 def parse_vanished(lines: Lines) -> list[int]:
     """The UIDs of all VANISHED responses (with or without EARLIER), ascending, unique."""
     uids: set[int] = set()
+    expanded = 0
     for resp in split_responses(lines):
         first = resp[0]
         if type(first) is bytes and first[:9].upper() == b"VANISHED ":
-            uids.update(_vanished_uids(resp))
+            found = _vanished_uids(resp, MAX_PARSED_UIDS - expanded)
+            expanded += len(found)
+            uids.update(found)
     return sorted(uids)
 
 
@@ -299,6 +324,9 @@ def parse_list(lines: Lines) -> list[ListEntry]:
 # --- unsolicited news ------------------------------------------------------------------
 
 
+_PUSHED = (b"EXISTS", b"EXPUNGE", b"FETCH")
+
+
 def parse_exists_expunge(lines: Lines) -> ServerPush:
     """What untagged responses (an IDLE push, a NOOP) say changed; never raises.
 
@@ -308,7 +336,7 @@ def parse_exists_expunge(lines: Lines) -> ServerPush:
     `elsewhere`; a LIST (NOTIFY's MailboxName event) sets `mailboxes_changed`.
     """
     listed = False
-    elsewhere: list[str] = []
+    elsewhere: dict[str, None] = {}  # in the order first named
     exists: int | None = None
     expunged: list[int] = []
     vanished: list[int] = []
@@ -321,11 +349,17 @@ def parse_exists_expunge(lines: Lines) -> ServerPush:
         m = _NUMBERED.match(first)
         if m is not None:
             kind = m.group(2).upper()
+            if kind not in _PUSHED:
+                continue
+            try:
+                number = token_number(m.group(1), kind.decode())
+            except ImapProtocolError:
+                continue  # no mailbox holds that many messages: nothing to act on
             if kind == b"EXISTS":
-                exists = int(m.group(1))
+                exists = number
             elif kind == b"EXPUNGE":
-                expunged.append(int(m.group(1)))
-            elif kind == b"FETCH":
+                expunged.append(number)
+            else:
                 fm = FETCH_HEAD.match(first)
                 if fm is None:
                     continue
@@ -334,12 +368,12 @@ def parse_exists_expunge(lines: Lines) -> ServerPush:
                 except ImapProtocolError:
                     items = None  # unreadable: as if it carried no UID
                 if items is None or items.uid is None:
-                    no_uid.append(int(m.group(1)))
+                    no_uid.append(number)
                 elif items.flags is not None:
                     updates.append(FlagUpdate(items.uid, items.flags, items.modseq))
         elif first[:9].upper() == b"VANISHED ":
             try:
-                vanished.extend(_vanished_uids(resp))
+                vanished.extend(_vanished_uids(resp, MAX_PARSED_UIDS - len(vanished)))
             except ImapProtocolError:
                 continue
         elif first[:7].upper() == b"STATUS ":
@@ -347,8 +381,8 @@ def parse_exists_expunge(lines: Lines) -> ServerPush:
                 tokens = parse_tokens(resp)
             except ImapProtocolError:
                 continue
-            if len(tokens) >= 2 and type(tokens[1]) is bytes and token_text(tokens[1]) not in elsewhere:
-                elsewhere.append(token_text(tokens[1]))
+            if len(tokens) >= 2 and type(tokens[1]) is bytes:
+                elsewhere.setdefault(token_text(tokens[1]))
         elif first[:5].upper() == b"LIST ":
             listed = True
     return ServerPush(

@@ -311,3 +311,60 @@ def test_common_flags_shape_equals_item_parser(messages):
     got = list(parse_fetch(lines))
     assert got == list(parse_fetch(generic))
     assert all(type(item) is FlagUpdate for item in got)
+
+
+# --- hostile values: a FetchDefect or a dropped item, never a crash (found by test_fuzz_parsers) --
+
+def test_numbers_beyond_bigint_make_the_response_a_defect():
+    huge = b"9" * 5000  # int() refuses more than 4300 digits with a ValueError
+    lines = [b"1 FETCH (UID %s FLAGS (\\Seen))" % huge, b"2 FETCH (UID 9223372036854775808 FLAGS ())",
+             b"3 FETCH (UID -5 FLAGS ())", b"4 FETCH (UID +5 FLAGS ())", b"5 FETCH (UID 1_000 FLAGS ())",
+             b"6 FETCH (UID 60 RFC822.SIZE %s)" % huge, b"7 FETCH (UID 61 RFC822.SIZE 99999999999999999999)",
+             b"8 FETCH (UID 9223372036854775807 FLAGS ())", b"ok"]
+    out = list(parse_fetch(lines))
+    assert [type(o) for o in out] == [FetchDefect] * 7 + [FlagUpdate]
+    assert [o.uid for o in out] == [None, None, None, None, None, 60, 61, 2**63 - 1]
+    assert all(len(o.reason) < 120 for o in out[:7])
+    assert "out of range" in out[6].reason
+    with pytest.raises(ImapProtocolError):
+        parse_fetch_uids([b"1 FETCH (UID %s)" % huge, b"ok"])
+
+
+def test_modseq_beyond_bigint_is_dropped_with_a_defect():
+    big = b"9223372036854775808"
+    meta = only(parse_fetch(lines_from_wire(
+        b"* 1 FETCH (UID 40 FLAGS () INTERNALDATE \"17-Jul-2024 02:44:25 -0700\" RFC822.SIZE 42 MODSEQ (" + big
+        + b") " + FIELDS + b" " + literal(b"Subject: x\r\n\r\n") + b")\r\nA001 OK\r\n")))
+    assert (meta.uid, meta.size_bytes, meta.modseq, meta.subject) == (40, 42, None, "x")
+    assert any("MODSEQ" in d for d in meta.defects)
+    assert only(parse_fetch([b"1 FETCH (UID 4 FLAGS (\\Seen) MODSEQ (" + b"9" * 5000 + b"))", b"ok"])) == \
+        FlagUpdate(4, ("\\Seen",), None)
+    assert only(parse_fetch([b"1 FETCH (UID 4 FLAGS () MODSEQ (9223372036854775807))", b"ok"])).modseq == 2**63 - 1
+
+
+@pytest.mark.parametrize("text", [b"31-Dec-9999 23:59:59 -2359", b"01-Jan-0001 00:00:00 +0100"])
+def test_internaldate_that_leaves_utc_range_is_unparseable(text):
+    assert parse_internaldate(text) is None
+    m = only(parse_fetch([b'1 FETCH (UID 1 INTERNALDATE "%s" RFC822.SIZE 3)' % text, b"ok"]))
+    assert m.internal_date is None and m.defects
+    assert parse_internaldate(b"31-Dec-9999 23:59:59 +0000") == datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+
+
+def test_deep_nesting_and_list_values_stay_short_defects():
+    deep = b"(" * 5000 + b")" * 5000
+    out = list(parse_fetch([b"1 FETCH (UID 7 FLAGS " + deep + b")", b"2 FETCH (UID 8 INTERNALDATE " + b"(x) " * 10_000
+                            + b"RFC822.SIZE 1)", b"ok"]))
+    assert type(out[0]) is FetchDefect and out[0].uid == 7 and "nested" in out[0].reason
+    assert type(out[1]) is FetchDefect and out[1].uid == 8  # an item without a value: the list is odd
+    m = only(parse_fetch([b"1 FETCH (UID 9 INTERNALDATE (" + b"x " * 10_000 + b") RFC822.SIZE 1)", b"ok"]))
+    assert m.internal_date is None and len(m.defects[0]) <= 80 and "list" in m.defects[0]
+
+
+@pytest.mark.parametrize("body", [b"[" * 1_000_000, b'"\\' * 500_000, b"(" * 1_000_000, b"[a" * 500_000,
+                                  b'"' + b'\\"' * 500_000 + b'"'])
+def test_a_megabyte_line_is_read_in_linear_time(body):
+    """A run of "[" (or of '"\\') made each one rescan the rest of the line: 6 s at 64 KB."""
+    start = time.perf_counter()
+    out = list(parse_fetch([b"1 FETCH (UID 5 X " + body + b")", b"ok"]))
+    assert time.perf_counter() - start < 1.0
+    assert len(out) <= 1

@@ -290,3 +290,73 @@ def test_server_push():
         exists=24, expunged_seqs=(4, 2), vanished_uids=(9, 10, 12),
         flag_updates=(FlagUpdate(77, ("\\Seen",), 12),), fetch_seqs_without_uid=(6, 7))
     assert parse_exists_expunge([]) == ServerPush()
+
+
+# --- hostile values: ImapProtocolError or skipped, never another exception (test_fuzz_parsers) --
+
+HUGE = b"9" * 5000  # int() refuses more than 4300 digits with a ValueError
+
+
+@pytest.mark.parametrize("lines", [
+    [b"SEARCH 1 " + HUGE, b"ok"],  # was ValueError
+    [b"SEARCH 1 99999999999999999999", b"ok"],  # was OverflowError (array of int64)
+    [b"SEARCH 1 -2", b"ok"],
+    [b"ESEARCH (TAG \"A\") UID ALL 1:" + HUGE, b"ok"],
+    [b"ESEARCH (TAG \"A\") UID ALL 9223372036854775808", b"ok"],
+])
+def test_search_numbers_out_of_range(lines):
+    with pytest.raises(ImapProtocolError):
+        parse_search(lines)
+
+
+def test_search_at_the_edge_of_bigint():
+    assert search([b"SEARCH 9223372036854775807 1", b"ok"]) == [2**63 - 1, 1]
+
+
+def test_numbers_out_of_range_in_select_status_vanished_and_pushes():
+    for bad in (HUGE, b"9223372036854775808", b"-1", b"+1", b"1_0"):
+        with pytest.raises(ImapProtocolError):
+            parse_select([b"%s EXISTS" % bad if bad.isdigit() else b"OK [UIDNEXT %s] x" % bad, b"done"])
+        with pytest.raises(ImapProtocolError):
+            parse_select([b"OK [UIDVALIDITY %s] x" % bad, b"done"])
+        with pytest.raises(ImapProtocolError):
+            parse_status([b"STATUS INBOX (MESSAGES %s)" % bad, b"ok"])
+    with pytest.raises(ImapProtocolError):
+        parse_vanished([b"VANISHED 1:" + HUGE, b"ok"])
+    push = parse_exists_expunge([HUGE + b" EXISTS", HUGE + b" EXPUNGE", HUGE + b" FETCH (FLAGS ())",
+                                 b"VANISHED " + HUGE, b"VANISHED 1:99999999999999999999", b"7 EXPUNGE"])
+    assert push == ServerPush(expunged_seqs=(7,))
+
+
+def test_uid_sets_of_one_command_are_capped_together(monkeypatch):
+    from mailbridge.imap import responses
+    monkeypatch.setattr(responses, "MAX_PARSED_UIDS", 100)
+    assert len(parse_vanished([b"VANISHED 1:60", b"VANISHED 61:100"])) == 100
+    with pytest.raises(ImapProtocolError):
+        parse_vanished([b"VANISHED 1:60", b"VANISHED 61:101"])
+    with pytest.raises(ImapProtocolError):
+        parse_search([b"ESEARCH UID ALL 1:60", b"ESEARCH UID ALL 1:60", b"ok"])
+    with pytest.raises(ImapProtocolError):
+        parse_select([b"VANISHED (EARLIER) 1:60", b"OK [CLOSED] x", b"VANISHED (EARLIER) 1:60", b"ok"])
+    assert parse_exists_expunge([b"VANISHED 1:60", b"VANISHED 1:60"]).vanished_uids == tuple(range(1, 61))
+
+
+def test_many_notify_status_pushes_in_linear_time():
+    lines = [b"STATUS f%d (MESSAGES 1)" % (i % 50_000) for i in range(100_000)]
+    push = parse_exists_expunge(lines)
+    assert push.elsewhere[:2] == ("f0", "f1") and len(push.elsewhere) == 50_000
+
+
+@pytest.mark.parametrize("parse, head", [(parse_list, b"LIST () \"/\" "), (parse_status, b"STATUS "),
+                                         (parse_select, b"FLAGS ("), (parse_vanished, b"VANISHED "),
+                                         (parse_body_fetch, b"1 FETCH (UID 1 BODY[] ")])
+def test_a_megabyte_of_brackets_or_escapes_is_read_quickly(parse, head):
+    """A run of "[" (or of '"\\') made each one rescan the rest of the line: 6 s at 64 KB."""
+    import time
+    for body in (b"[" * 1_000_000, b'"\\' * 500_000, b"(" * 1_000_000):
+        start = time.perf_counter()
+        try:
+            parse([head + body, b"ok"])  # "[[[..." is an atom: a LIST name, a STATUS mailbox
+        except ImapProtocolError:
+            pass
+        assert time.perf_counter() - start < 1.0
