@@ -152,18 +152,3 @@ async def test_a_second_ctrl_c_exits_at_once_and_still_removes_dovecot_and_files
         if database is not None:
             async with Database.connect(db_dsn, max_size=1) as db:
                 await db.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-
-
-def test_without_dovecots_imap_server_the_demo_says_what_to_install(monkeypatch, tmp_path, capsys):
-    """dovecot-core installed, dovecot-imapd not: one line naming the package, no traceback."""
-    import mailbridge.testing.dovecot as dovecot_harness
-    from mailbridge.cli import main
-
-    monkeypatch.setattr(dovecot_harness, "find_imap_server", lambda: None)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    monkeypatch.setenv("MAILBRIDGE_HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    assert main(["demo"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("mailbridge: error: ") and "apt-get install dovecot-imapd" in err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
