@@ -52,6 +52,9 @@ TUNABLES: tuple[Tunable, ...] = (
     Tunable("MAILBRIDGE_RETENTION_DAYS", "retention_days", int, None, "keep only messages newer than this many days (unset: all)", 1),
     Tunable("MAILBRIDGE_EVENTS_RETENTION_DAYS", "events_retention_days", int, 30, "days the change log (the events /events streams) is kept", 1),
     Tunable("MAILBRIDGE_BODY_MAX_BYTES", "body_max_bytes", int, 26_214_400, "largest message body served by the API", 1),
+    Tunable("MAILBRIDGE_DB_POOL_SIZE", "db_pool_size", int, 10, "pooled Postgres connections per process (all its accounts share them)", 2),
+    Tunable("MAILBRIDGE_LOCK_CONNECTIONS", "lock_connections", int, 2, "Postgres connections per process holding its accounts' advisory locks", 1),
+    Tunable("MAILBRIDGE_MEMBER_TIMEOUT", "member_timeout", float, 15.0, "seconds without a heartbeat after which a serve process counts as gone (its accounts move)", 3),
     Tunable("MAILBRIDGE_LOG_LEVEL", "log_level", str, "info", "debug, info, warning or error"),
 )
 
@@ -82,6 +85,9 @@ class Settings:
     retention_days: int | None = None
     events_retention_days: int = 30
     body_max_bytes: int = 26_214_400
+    db_pool_size: int = 10
+    lock_connections: int = 2
+    member_timeout: float = 15.0
     log_level: str = "info"
     key_source: str = field(default="env")
 
