@@ -2,17 +2,22 @@
 
 Life of an actor (`run`, for `serve`):
 
-1. take the account's session advisory lock on a dedicated connection; not acquired →
-   `standby`, retried every `timing.standby_retry` seconds (jittered);
-2. with the lock: record itself as the account's owner (heartbeat), watch the lock
-   connection (lost → `LockLost` cancels all IMAP work at once), decrypt the password,
-   log in;
+1. take the account's session advisory lock on one of the process's lock connections
+   (`mailbridge.aio.locks`: a lease, no connection of its own); not acquired → `standby`,
+   retried every `timing.standby_retry` seconds (jittered), at no cost but one statement;
+2. with the lock: record itself as the account's owner, watch the lease (its connection
+   lost → `LockLost` cancels all IMAP work at once), decrypt the password, log in.  Under
+   `serve` the process's membership writes every owned account's heartbeat in one
+   statement; `run_once` keeps its own;
 3. serve (`actors.serving`): cycles of folder visits (`actors.visits`) on the tick, and
    in between the watch (`actors.watch`: IDLE, NOTIFY and the request mailbox), visiting
    what the server announces and answering requests.
 
 `run_once` (for `sync --once`) is the same machinery run to completion: the lock (not
 acquired → skipped), login, one complete cycle, the health, then it returns.
+
+`hand_over()` (the account now belongs to another process) stops the actor at its next
+step boundary, so the batch in flight commits first; `run` then returns.
 
 It publishes an immutable `ActorStatus` after every step.  `run` returns only when
 cancelled; it raises on a failure the supervisor should handle (backoff and restart),
@@ -45,12 +50,14 @@ from actors.visits import CycleOutcome, Visits, now_utc
 from actors.watch import Watch
 from mailbridge import metrics
 from mailbridge.accountops import endpoint_of
-from mailbridge.aio.db import AccountLock, Database
+from mailbridge.aio.db import Database
+from mailbridge.aio.locks import Lease, LockConnections
 from mailbridge.aio.imap import ImapSession
 from mailbridge.config import Settings
 from mailbridge.errors import (
     DatabaseError,
     ImapAuthError,
+    LockLost,
     MailbridgeError,
     SecretError,
     root_cause,
@@ -64,6 +71,8 @@ from mailbridge.sync.folder import Step
 
 log = logging.getLogger(__name__)
 CLEANUP_TIMEOUT = 5.0
+# states in which a hand-over stops the actor at once (no step in flight)
+HAND_OVER_NOW = frozenset({st.STARTING, st.STANDBY, st.CONNECTING, st.IDLE, st.PARKED})
 T = TypeVar("T")
 
 
@@ -71,9 +80,8 @@ T = TypeVar("T")
 class ActorTiming:
     """Intervals an actor keeps (tests shorten them)."""
 
-    standby_retry: float = 5.0      # seconds between lock attempts while another process owns it
-    lock_probe: float = 5.0         # seconds between checks that the lock connection is alive
-    heartbeat: float = 15.0         # seconds between owner/heartbeat_at updates
+    standby_retry: float = 2.0      # seconds between lock attempts while another process owns it
+    heartbeat: float = 15.0         # seconds between owner/heartbeat_at updates (run_once)
     rediscover: float = 0.0         # least seconds between LISTs (0: every cycle; one command)
 
 
@@ -85,6 +93,7 @@ class ActorDeps:
     settings: Settings
     registry: Registry
     owner: str                      # host:pid, stored in accounts.owner
+    locks: LockConnections          # the process's lock connections
     timing: ActorTiming = ActorTiming()
 
 
@@ -107,6 +116,8 @@ class AccountActor:
         self.cycles = 0  # completed cycles (the supervisor resets its backoff after one)
         self.retired = False  # set by the supervisor when it stops this actor: publish no more
         self.retry_after: float | None = None  # after a failure: least seconds before the next start
+        self.handing_over = False  # set by `hand_over`: stop at the next step boundary
+        self._life = trio.CancelScope()  # cancelled to stop after a hand-over
         self._logged_in = False
         self.mailbox = RequestMailbox(account.id, deps.registry, throttle)
         self._on_step = on_step
@@ -136,6 +147,8 @@ class AccountActor:
         self._status = self._status.evolve(**changes)
         if not self.retired:
             self.deps.registry.publish(self._status)
+        if self.handing_over and self._status.state in HAND_OVER_NOW:
+            self._life.cancel()
 
     def progress(self, step: Step) -> None:
         """One step done: metrics, the folder's progress in the status, the observer."""
@@ -144,6 +157,8 @@ class AccountActor:
         self.publish(step=f"{step.phase} {step.folder}")
         if self._on_step is not None:
             self._on_step(step)
+        if self.handing_over:
+            self._life.cancel()  # the step committed: stop before the next one
 
     async def health(self, event: hs.Event, *, store: bool = True) -> None:
         """Advance the health machine; write it to the account row when we own it."""
@@ -165,18 +180,31 @@ class AccountActor:
 
     # --- life --------------------------------------------------------------------------
 
+    def hand_over(self) -> None:
+        """Stop soon: at once when between steps (idle, standby, parked, logging in),
+        else after the step in flight commits.  `run` then returns."""
+        self.handing_over = True
+        if self._status.state in HAND_OVER_NOW:
+            self._life.cancel()
+
     async def run(self) -> None:
-        """Run until cancelled; raises (after recording health) when it should be restarted."""
+        """Run until cancelled or handed over; raises (after recording health) when it
+        should be restarted."""
         a = self.account
         try:
-            async with AccountLock.hold(self.deps.db.dsn, a.id) as lock:
-                await self._wait_for_lock(lock)
-                log.info("account %d (%s): lock taken; syncing as %s", a.id, a.email, self.deps.owner)
-                async with self._owning(lock):
-                    await self._session(self._serve, park=True)
+            with self._life:
+                lease = await self._wait_for_lock()
+                try:
+                    log.info("account %d (%s): lock taken; syncing as %s", a.id, a.email, self.deps.owner)
+                    async with self._owning(lease, heartbeat=False):
+                        await self._session(self._serve, park=True)
+                finally:
+                    await lease.release()
+            if self.handing_over:
+                log.info("account %d: handed over to another process", a.id)
         except BaseException as exc:
             cause = root_cause(exc)
-            self.publish(lock_held=False)
+            self.publish(lock_held=False, owner=None)
             if isinstance(cause, Exception):
                 self.publish(last_error=st.describe_error(cause))
                 if cause is not exc:
@@ -191,13 +219,16 @@ class AccountActor:
         a = self.account
         self._health = hs.resumed(a.health, a.health_reason, a.health_changed_at)
         try:
-            async with AccountLock.hold(self.deps.db.dsn, a.id) as lock:
-                if not lock.acquired:
-                    owner = await account_store.get_owner(self.deps.db, a.id)
-                    return OnceResult(None, f"account {a.id} is being synced by another process "
-                                            f"({owner or 'unknown'}); skipped")
-                async with self._owning(lock):
+            lease = await self.deps.locks.try_lock(a.id)
+            if lease is None:
+                owner = await account_store.get_owner(self.deps.db, a.id)
+                return OnceResult(None, f"account {a.id} is being synced by another process "
+                                        f"({owner or 'unknown'}); skipped")
+            try:
+                async with self._owning(lease, heartbeat=True):
                     return OnceResult(await self._session(self._complete, park=False))
+            finally:
+                await lease.release()
         except Exception as exc:
             cause = root_cause(exc)
             if not isinstance(cause, MailbridgeError):
@@ -206,12 +237,14 @@ class AccountActor:
         finally:
             self.mailbox.close()
 
-    async def _wait_for_lock(self, lock: AccountLock) -> None:
+    async def _wait_for_lock(self) -> Lease:
+        """The account's lease, once taken (standby until then)."""
         timing = self.deps.timing
-        if not lock.acquired:
+        lease = await self.deps.locks.try_lock(self.account.id)
+        if lease is None:
             log.info("account %d: standby: another process holds its lock; retrying every %g s",
                      self.account.id, timing.standby_retry)
-        while not lock.acquired:
+        while lease is None:
             owner = None
             try:
                 owner = await account_store.get_owner(self.deps.db, self.account.id)
@@ -221,19 +254,24 @@ class AccountActor:
             self.publish(state=st.STANDBY, lock_held=False,
                          step=f"standby: {owner or 'another process'} holds the account lock")
             await trio.sleep(timing.standby_retry * random.uniform(0.8, 1.2))
-            await lock.retry()
+            lease = await self.deps.locks.try_lock(self.account.id)
+        return lease
 
     @asynccontextmanager
-    async def _owning(self, lock: AccountLock) -> AsyncIterator[None]:
-        """While the lock is held: the heartbeat, and the guard that cancels everything
-        when the lock connection is lost.  A failure in the body is recorded as the
-        account's health (we still own it) and re-raised; the owner record is cleared on
-        the way out (shielded, bounded)."""
-        self.publish(state=st.CONNECTING, lock_held=True, step="logging in", last_error=None)
+    async def _owning(self, lease: Lease, *, heartbeat: bool) -> AsyncIterator[None]:
+        """While the lock is held: the owner record (kept fresh here when `heartbeat`),
+        and the guard that cancels everything when the lease is lost.  A failure in the
+        body is recorded as the account's health (we still own it) and re-raised; the
+        owner record is cleared on the way out (shielded, bounded)."""
+        self.publish(state=st.CONNECTING, lock_held=True, step="logging in", last_error=None,
+                     owner=self.deps.owner)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._guard_lock, lock)
-                nursery.start_soon(self._heartbeat)
+                nursery.start_soon(self._guard_lock, lease)
+                if heartbeat:
+                    nursery.start_soon(self._heartbeat)
+                else:
+                    await self._claim()
                 yield
                 nursery.cancel_scope.cancel()
         except BaseException as exc:
@@ -248,12 +286,17 @@ class AccountActor:
                 except DatabaseError:
                     pass
 
-    async def _guard_lock(self, lock: AccountLock) -> None:
-        """Raise LockLost as soon as the lock connection is gone (cancelling IMAP work)."""
-        while True:
-            with trio.move_on_after(self.deps.timing.lock_probe):
-                await lock.lost.wait()
-            await lock.probe()
+    async def _guard_lock(self, lease: Lease) -> None:
+        """Raise LockLost as soon as the lease is lost (cancelling IMAP work)."""
+        await lease.lost.wait()
+        raise LockLost(f"the lock connection holding account {self.account.id}'s lock was lost")
+
+    async def _claim(self) -> None:
+        """Record this process as the owner now (the membership keeps the heartbeat)."""
+        try:
+            await account_store.set_owner(self.deps.db, self.account.id, self.deps.owner)
+        except DatabaseError as exc:
+            log.warning("account %d: cannot record the owner: %s", self.account.id, exc)
 
     async def _heartbeat(self) -> None:
         while True:

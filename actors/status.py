@@ -21,7 +21,8 @@ IDLE = "idle"              # between cycles, waiting for the next tick or a requ
 BACKOFF = "backoff"        # crashed; the supervisor restarts it at `retry_at`
 PARKED = "parked"          # waiting for something to change (new credentials)
 STOPPED = "stopped"        # not running: disabled or over the account limit
-STATES = (STARTING, STANDBY, CONNECTING, SYNCING, IDLE, BACKOFF, PARKED, STOPPED)
+ELSEWHERE = "elsewhere"    # another serve process's share: it syncs the account (see `owner`)
+STATES = (STARTING, STANDBY, CONNECTING, SYNCING, IDLE, BACKOFF, PARKED, STOPPED, ELSEWHERE)
 
 
 def _now() -> datetime:
@@ -61,6 +62,7 @@ class ActorStatus:
     folder: str | None = None           # the folder being synced
     folders: tuple[FolderProgress, ...] = ()
     lock_held: bool = False
+    owner: str | None = None            # host:pid of the process syncing it (None: unowned)
     restarts: int = 0
     last_error: str | None = None
     mailbox_depth: int = 0
@@ -104,5 +106,6 @@ class ActorStatus:
         return out
 
 
-__all__ = ["ActorStatus", "FolderProgress", "describe_error", "STATES", "BACKOFF", "CONNECTING", "IDLE", "PARKED",
+__all__ = ["ActorStatus", "FolderProgress", "describe_error", "STATES", "BACKOFF", "CONNECTING", "ELSEWHERE",
+           "IDLE", "PARKED",
            "STANDBY", "STARTING", "STOPPED", "SYNCING"]

@@ -4,8 +4,14 @@
   LISTEN/NOTIFY (channel ``mailbridge_accounts``, fired by a trigger on ``accounts``),
   with a periodic rescan as the safety net (a lost notification, a lost LISTEN
   connection).
-- Runs at most ``MAILBRIDGE_MAX_ACCOUNTS`` actors, oldest accounts first; the rest are
-  reported ``over_limit``, disabled ones ``disabled``.
+- ``MAILBRIDGE_MAX_ACCOUNTS`` is the deployment's limit: the oldest accounts, the same
+  ones in every process; the rest are reported ``over_limit``, disabled ones ``disabled``.
+- With several serve processes (`shares`: the process's `actors.membership.Membership`),
+  runs actors only for its share of those (`actors.shares`); an account whose share moves
+  to another process is handed over (its actor stops after the step in flight, at most
+  ``handover_grace`` seconds, and releases the lock the new owner is waiting for).  The
+  others are published as ``elsewhere`` with the owner and health the accounts table
+  records.
 - A changed account (server, login, credentials, exclusions) gets a fresh actor, started
   only after the old one has released its lock.
 - Restarts a crashed actor after an exponential backoff with jitter; a hint from the
@@ -86,6 +92,17 @@ class AccountSource(Protocol):
         """Store the health of an account no actor runs (over_limit, disabled)."""
 
 
+class Shares(Protocol):
+    """How this process learns its share of the accounts (`actors.membership.Membership`)."""
+
+    def split(self, account_ids: Sequence[int]) -> dict[int, str]:
+        """account id → the name (host:pid) of the process that should own it; the
+        accounts of this process map to `own_name`."""
+
+    @property
+    def own_name(self) -> str: ...
+
+
 class DbAccountSource:
     """Accounts from Postgres; changes by LISTEN on the accounts trigger's channel."""
 
@@ -130,12 +147,24 @@ class _Child:
     restarts: int = 0
     recent: deque = field(default_factory=deque)  # trio times of recent restarts
     actor: AccountActor | None = None
+    running: bool = False   # an actor is running (not waiting for a restart)
+    leaving: bool = False   # stopped or handed over: never restarted
 
     def stop(self) -> None:
         """Cancel the child; its actor's late snapshots no longer reach the registry."""
+        self.leaving = True
         if self.actor is not None:
             self.actor.retired = True
         self.scope.cancel()
+
+    def hand_over(self) -> None:
+        """Stop the child after the step in flight (the supervisor bounds the wait)."""
+        self.leaving = True
+        if self.actor is not None and self.running:
+            self.actor.retired = True
+            self.actor.hand_over()
+        else:
+            self.stop()
 
 
 def _cancellation_only(exc: BaseException, account_id: int) -> BaseException:
@@ -161,7 +190,8 @@ class Supervisor:
     def __init__(self, source: AccountSource, registry: Registry, *, max_accounts: int,
                  commands_per_minute: int, actor_factory: ActorFactory,
                  policy: RestartPolicy = RestartPolicy(), rescan_seconds: float = 30.0,
-                 listen_retry: float = 2.0, rng: random.Random | None = None) -> None:
+                 listen_retry: float = 2.0, rng: random.Random | None = None, shares: Shares | None = None,
+                 handover_grace: float = 10.0) -> None:
         self.source = source
         self.registry = registry
         self.max_accounts = max_accounts
@@ -171,6 +201,9 @@ class Supervisor:
         self.rescan_seconds = rescan_seconds
         self.listen_retry = listen_retry
         self.rng = rng or random.Random()
+        self.shares = shares
+        self.handover_grace = handover_grace
+        self._handing: set[int] = set()  # accounts whose actor is finishing its step to hand over
         self._children: dict[int, _Child] = {}
         self._throttles: dict[int, Throttle] = {}
         self._wake = trio.Event()
@@ -217,12 +250,20 @@ class Supervisor:
             return
         self.scans += 1
         ordered = run_order(accounts)
-        runnable = {a.id: a for a in ordered[: self.max_accounts]}
+        limited = ordered[: self.max_accounts]
         over = ordered[self.max_accounts:]
+        placed = self.shares.split([a.id for a in limited]) if self.shares is not None else {}
+        mine_name = self.shares.own_name if self.shares is not None else None
+        runnable = {a.id: a for a in limited if self.shares is None or placed.get(a.id) == mine_name}
+        elsewhere = [a for a in limited if a.id not in runnable]
 
         for account_id, child in list(self._children.items()):
             account = runnable.get(account_id)
-            if account is None or fingerprint(account) != child.fingerprint:
+            if account is None and any(a.id == account_id for a in elsewhere):
+                log.info("account %d: now %s's share: handing it over", account_id, placed.get(account_id))
+                self._hand_over(child)
+                del self._children[account_id]
+            elif account is None or fingerprint(account) != child.fingerprint:
                 why = "removed or disabled" if account is None else "changed"
                 log.info("account %d %s: stopping its actor", account_id, why)
                 child.stop()
@@ -232,6 +273,8 @@ class Supervisor:
         for account in runnable.values():
             if account.id not in self._children:
                 self._spawn(account, after=None)
+        for account in elsewhere:
+            self._elsewhere(account, placed.get(account.id))
 
         known = {a.id for a in accounts}
         for account in over:
@@ -246,6 +289,40 @@ class Supervisor:
         for account_id in list(self._throttles):
             if account_id not in known:
                 del self._throttles[account_id]
+
+    def _elsewhere(self, account: Account, expected: str | None) -> None:
+        """Publish an account another process syncs (or should), as the table has it."""
+        if account.owner:
+            step = f"synced by {account.owner}"
+        else:
+            step = f"unowned: {expected or 'another process'} is to take it over"
+        current = self.registry.status(account.id)
+        if (current is not None and current.state == st.ELSEWHERE and current.owner == account.owner
+                and current.health == account.health and current.health_reason == account.health_reason
+                and current.step == step):
+            return
+        self.registry.publish(st.ActorStatus(account_id=account.id, email=account.email, state=st.ELSEWHERE,
+                                             health=account.health or "unknown",
+                                             health_reason=account.health_reason, owner=account.owner,
+                                             step=step))
+
+    def _hand_over(self, child: _Child) -> None:
+        """Stop `child` after its step in flight; cancel it if that takes too long."""
+        child.hand_over()
+        assert self._nursery is not None
+        self._handing.add(child.account.id)
+
+        async def bound() -> None:
+            with trio.move_on_after(self.handover_grace):
+                await child.done.wait()
+            if not child.done.is_set():
+                log.warning("account %d: hand-over took over %g s; stopping its actor",
+                            child.account.id, self.handover_grace)
+                child.scope.cancel()
+                await child.done.wait()
+            self._handing.discard(child.account.id)
+
+        self._nursery.start_soon(bound)
 
     async def _stopped(self, account: Account, health: str, reason: str) -> None:
         current = self.registry.status(account.id)
@@ -277,16 +354,21 @@ class Supervisor:
                 if after is not None:
                     await after.wait()
                 failures = 0
-                while True:
+                while not child.leaving:
                     actor = child.actor = self.actor_factory(account, child.throttle, child.restarts)
+                    child.running = True
                     try:
                         await actor.run()
                         return
                     except BaseException as exc:
+                        child.running = False
                         if not isinstance(exc, Exception):
                             raise _cancellation_only(exc, account.id)
                         # an actor's crash must never reach the supervisor
                         cause = root_cause(exc)
+                        if child.leaving:
+                            log.info("account %d: while handing over: %s", account.id, st.describe_error(cause))
+                            return
                         failures = 1 if actor.cycles else failures + 1
                         delay, why = self._next_start(child, failures, retry_hint(actor, cause))
                         child.restarts += 1
@@ -318,10 +400,15 @@ class Supervisor:
         return delay, (f" (at least {floor:g} s after what the server said)" if floor and delay >= floor else "")
 
     @property
+    def stopping(self) -> list[int]:
+        """Ids of the accounts whose actor is handing over (not done yet)."""
+        return sorted(self._handing)
+
+    @property
     def running(self) -> list[int]:
         """Ids of the accounts with a live child (for tests and diagnostics)."""
         return sorted(self._children)
 
 
-__all__ = ["AccountSource", "DbAccountSource", "RestartPolicy", "Supervisor", "fingerprint", "retry_hint",
-           "run_order"]
+__all__ = ["AccountSource", "DbAccountSource", "RestartPolicy", "Shares", "Supervisor", "fingerprint",
+           "retry_hint", "run_order"]

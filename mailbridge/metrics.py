@@ -23,7 +23,7 @@ CYCLE_SECONDS = Histogram("mailbridge_cycle_seconds", "Duration of one account's
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900))
 
 HEALTHS = ("starting", "standby", "syncing", "healthy", "degraded", "auth_failed", "unreachable",
-           "disabled", "over_limit")
+           "disabled", "over_limit", "unowned")
 
 
 def count_step(added: int, changed: int, removed: int) -> None:

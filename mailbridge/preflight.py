@@ -1,4 +1,4 @@
-"""Start-up checks: environment, database, schema, lock self-test, accounts, keys.
+"""Start-up checks: environment, database, schema, lock self-test, connections, accounts, keys.
 
 `run_preflight` returns one `Check` per item, in order; `serve` prints them as its
 checklist and refuses to start when one failed.
@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from mailbridge.aio.db import AccountLock, Database
+from mailbridge.aio.db import Database
+from mailbridge.aio.locks import LockConnections
 from mailbridge.config import Settings
 from mailbridge.errors import MailbridgeError, SecretError
 from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
+from mailbridge.store import members as member_store
 from mailbridge.store.db import server_version
 from mailbridge.store.migrations import pending
 
@@ -58,14 +60,44 @@ def pooler_problem(dsn: str) -> str | None:
 
 async def lock_self_test(dsn: str) -> str | None:
     """None when a second connection cannot take a lock the first holds; else the problem."""
-    async with AccountLock.hold(dsn, SELF_TEST_LOCK) as first:
-        if not first.acquired:
+    async with LockConnections.open(dsn, count=1) as one, LockConnections.open(dsn, count=1) as other:
+        first = await one.try_lock(SELF_TEST_LOCK)
+        if first is None:
             return "could not take a test lock (is another preflight running?)"
-        async with AccountLock.hold(dsn, SELF_TEST_LOCK) as second:
-            if second.acquired:
-                return ("a second connection took a lock the first holds: connections are pooled "
-                        "per transaction; use a direct Postgres connection")
+        if await other.try_lock(SELF_TEST_LOCK) is not None:
+            return ("a second connection took a lock the first holds: connections are pooled "
+                    "per transaction; use a direct Postgres connection")
     return None
+
+
+def connections_needed(settings: Settings) -> int:
+    """Postgres connections one `serve` process opens at most: its pool, its lock
+    connections and one LISTEN connection (never more with more accounts)."""
+    return settings.db_pool_size + settings.lock_connections + 1
+
+
+async def connections_check(settings: Settings, db: Database) -> Check:
+    """Whether Postgres has room for this process beside what is connected now; says what
+    the whole deployment (this process and the live serve processes) needs."""
+    need = connections_needed(settings)
+    row = await db.fetchrow(
+        """SELECT current_setting('max_connections')::int AS max,
+                  current_setting('superuser_reserved_connections')::int AS reserved,
+                  (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS used""")
+    assert row is not None
+    usable, used = row["max"] - row["reserved"], int(row["used"])
+    others = len(await member_store.live(db, settings.member_timeout))
+    detail = (f"a serve process needs {need} (pool {settings.db_pool_size}, locks {settings.lock_connections}, "
+              f"LISTEN 1)")
+    if others:
+        detail += f"; with the {others} live serve process(es): {need * (others + 1)}"
+    detail += f"; Postgres allows {usable}, {used} in use now"
+    if need > usable:
+        return Check("connections", False, detail + ": lower MAILBRIDGE_DB_POOL_SIZE or raise max_connections")
+    if need > usable - used:
+        # connections come and go; the pool grows only as far as it can and waits otherwise
+        detail += " (short of room right now: lower MAILBRIDGE_DB_POOL_SIZE if this persists)"
+    return Check("connections", True, detail)
 
 
 async def run_preflight(settings: Settings, dsn: str, *, production: bool = False) -> list[Check]:
@@ -89,6 +121,7 @@ async def run_preflight(settings: Settings, dsn: str, *, production: bool = Fals
             lock_problem = await lock_self_test(dsn)
             checks.append(Check("lock self-test", lock_problem is None,
                                 lock_problem or "a second connection cannot take a held lock"))
+            checks.append(await connections_check(settings, db))
             accounts = await account_store.list_all(db)
             n = len(accounts)
             accounts_ok = not (production and n == 0)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from mailbridge.aio.db import Database
+    from mailbridge.aio.locks import LockConnections
     from mailbridge.store.accounts import Account
     from mailbridge.sync.folder import Step
 
@@ -60,7 +61,7 @@ class Progress:
             self.stream.flush()
 
 
-async def sync_account_once(db: "Database", settings: Settings, account: "Account", *,
+async def sync_account_once(db: "Database", locks: "LockConnections", settings: Settings, account: "Account", *,
                             on_step: Callable[["Step"], None] | None = None) -> str | None:
     """Bring one account fully up to date with the actor's own machinery (`run_once`):
     its lock, login, one complete cycle and health.  Prints the account's totals (and,
@@ -69,7 +70,7 @@ async def sync_account_once(db: "Database", settings: Settings, account: "Accoun
     from actors.registry import Registry
     from mailbridge.imap.throttle import Throttle
 
-    deps = ActorDeps(db=db, settings=settings, registry=Registry(), owner=process_owner())
+    deps = ActorDeps(db=db, settings=settings, registry=Registry(), owner=process_owner(), locks=locks)
     actor = AccountActor(account, deps, throttle=Throttle(settings.commands_per_minute), on_step=on_step)
     result = await actor.run_once()
     if result.outcome is None:
@@ -87,11 +88,12 @@ async def sync_account_once(db: "Database", settings: Settings, account: "Accoun
 async def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
     from actors.indexer import drain
     from mailbridge.aio.db import Database
+    from mailbridge.aio.locks import LockConnections
     from mailbridge.store import accounts as account_store
 
     progress = Progress()
     problems: list[str] = []
-    async with Database.connect(ctx.dsn, max_size=4) as db:
+    async with Database.connect(ctx.dsn, max_size=4) as db, LockConnections.open(ctx.dsn, count=1) as locks:
         if args.account is not None:
             accounts = [await account_store.get(db, args.account)]
         else:
@@ -100,7 +102,7 @@ async def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
             print("no enabled accounts: add one with `mailbridge accounts add`")
             return 0
         for account in accounts:
-            problem = await sync_account_once(db, ctx.settings, account,
+            problem = await sync_account_once(db, locks, ctx.settings, account,
                                               on_step=functools.partial(progress.step, account.id))
             if problem:
                 problems.append(problem)
@@ -113,6 +115,8 @@ async def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
 
 
 SHUTDOWN_GRACE = 9.0  # seconds from the first signal to a forced exit
+HANDOVER_WAIT = 4.0  # seconds a stop waits for the actors to finish their step and hand over
+RESCAN_SECONDS = 10.0  # seconds between rescans of the accounts table (besides its notifications)
 DEFAULT_PORT = 8025
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -170,24 +174,30 @@ async def serve_until_signal(ctx: "Context", host: str, port: int, *,
     from actors.account import AccountActor, ActorDeps
     from actors.indexer import run_indexer
     from actors.janitor import run_janitor
+    from actors.membership import Membership
     from actors.registry import Registry
     from actors.supervisor import DbAccountSource, Supervisor
-    from mailbridge.aio.db import Database, pool_size_for
+    from mailbridge.aio.db import Database
+    from mailbridge.aio.locks import LockConnections
     from mailbridge.metrics import install_snapshot_collector
     from web.app import create_app
     from web.server import serve_http
 
     settings = ctx.settings
     owner = process_owner()
-    async with Database.connect(ctx.dsn, max_size=pool_size_for(settings.max_accounts) + 4) as db:
+    async with Database.connect(ctx.dsn, max_size=settings.db_pool_size) as db, \
+            LockConnections.open(ctx.dsn, count=settings.lock_connections) as locks:
         registry = Registry()
         install_snapshot_collector(registry.snapshots)
-        deps = ActorDeps(db=db, settings=settings, registry=registry, owner=owner)
+        deps = ActorDeps(db=db, settings=settings, registry=registry, owner=owner, locks=locks)
+        membership = Membership(db, locks, owner, timeout=settings.member_timeout)
         supervisor = Supervisor(
             DbAccountSource(db), registry, max_accounts=settings.max_accounts,
             commands_per_minute=settings.commands_per_minute,
             actor_factory=lambda account, throttle, restarts: AccountActor(
-                account, deps, throttle=throttle, restarts=restarts))
+                account, deps, throttle=throttle, restarts=restarts),
+            shares=membership, rescan_seconds=RESCAN_SECONDS)
+        membership.on_change = supervisor.wake
         app = create_app(registry, db, settings, require_token=settings.api_token is not None)
         stopping = trio.Event()
         timers: list[Timer] = []
@@ -206,6 +216,8 @@ async def serve_until_signal(ctx: "Context", host: str, port: int, *,
             async with trio.open_nursery() as outer:
                 outer.start_soon(watch, signals)
                 async with trio.open_nursery() as actors:
+                    await actors.start(locks.run_probe)
+                    await actors.start(membership.run)
                     await actors.start(supervisor.run)
                     await actors.start(run_indexer, db)
                     await actors.start(run_janitor, db, settings.events_retention_days)
@@ -221,6 +233,12 @@ async def serve_until_signal(ctx: "Context", host: str, port: int, *,
                             on_ready(url)
                         await stopping.wait()
                         http.cancel_scope.cancel()  # HTTP first: in-flight requests finish or get 503
+                    # hand the accounts over: the others take them as our actors release them
+                    await membership.leave()
+                    supervisor.wake()
+                    with trio.move_on_after(HANDOVER_WAIT):
+                        while supervisor.running or supervisor.stopping:
+                            await trio.sleep(0.05)
                     actors.cancel_scope.cancel()
                 outer.cancel_scope.cancel()
         for timer in timers:

@@ -490,7 +490,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                 "type": "object", "required": ["name", "phase", "synced"],
                 "properties": {"name": {"type": "string"}, "phase": {"type": "string"},
                                "synced": {"type": "integer"}, "total": nullable("integer")}}},
-            "lock_held": {"type": "boolean"}, "restarts": {"type": "integer"},
+            "lock_held": {"type": "boolean"}, "owner": nullable("string"), "restarts": {"type": "integer"},
             "last_error": nullable("string"), "mailbox_depth": {"type": "integer"},
             "retry_at": NULL_DATE_TIME, "next_cycle_at": NULL_DATE_TIME,
             "started_at": DATE_TIME, "updated_at": DATE_TIME,

@@ -15,6 +15,9 @@ auth_failed   the server rejected the credentials; nothing is retried until they
 unreachable   the server could not be reached or the connection keeps dropping
 disabled      the account is switched off (``enabled = false``)
 over_limit    beyond MAILBRIDGE_MAX_ACCOUNTS: not synced
+unowned       its owner is gone (no session holds its lock); written by any live
+              serve process (`mailbridge.store.members.clear_dead_owners`), never
+              by an actor, until a process takes the account over
 ============  ===================================================================
 
 Transitions, by event (`Event.kind`):
@@ -22,7 +25,7 @@ Transitions, by event (`Event.kind`):
 - ``started``: any state → starting (a new actor; also after credentials changed)
 - ``standby``: → standby
 - ``cycle_started``: → syncing when an initial sync is pending (a new account, a new
-  folder, a reset); otherwise starting/standby/unreachable → syncing and every other
+  folder, a reset); otherwise starting/standby/unowned/unreachable → syncing and every other
   state stays (a routine cycle of a healthy account is not news)
 - ``cycle_done``: → healthy, or degraded with the reason when the cycle reports one
 - ``auth_failed``: → auth_failed (sticky: only ``started``, ``disabled`` and
@@ -94,6 +97,7 @@ class Health(str, Enum):
     UNREACHABLE = "unreachable"
     DISABLED = "disabled"
     OVER_LIMIT = "over_limit"
+    UNOWNED = "unowned"
 
     def __str__(self) -> str:  # so f-strings and JSON show "healthy", not "Health.HEALTHY"
         return self.value
@@ -152,7 +156,7 @@ def _target(state: HealthState, event: Event) -> tuple[Health, str | None]:
     if kind == "cycle_started":
         if event.initial_pending:
             return Health.SYNCING, event.reason
-        if h in (Health.STARTING, Health.STANDBY, Health.UNREACHABLE):
+        if h in (Health.STARTING, Health.STANDBY, Health.UNOWNED, Health.UNREACHABLE):
             return Health.SYNCING, event.reason
         return h, state.reason
     if kind == "cycle_done":

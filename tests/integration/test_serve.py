@@ -85,10 +85,12 @@ async def test_two_processes_one_owner_and_takeover_after_kill_9(env, dovecot, m
                        until=lambda v: v == first.owner, timeout=10, what="the first process to own it")
             second = Serve(env)
             second.wait_serving()
-            await trio.sleep(3)
-            assert await db.fetchval("SELECT owner FROM accounts WHERE id = $1", account_id) == first.owner
+            await trio.sleep(3)  # the account is one process's share: it may have moved to the newcomer
+            owner = await db.fetchval("SELECT owner FROM accounts WHERE id = $1", account_id)
+            assert owner in (first.owner, second.owner)
             assert await advisory_locks(db) == 1
-            assert any("standby" in line for line in second.err), second.err
+            if owner == second.owner:
+                first, second = second, first
 
             first.kill()  # SIGKILL: no cleanup at all
             killed = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,13 +15,14 @@ from actors.registry import Registry
 from actors.status import IDLE, ActorStatus
 from actors.supervisor import DbAccountSource, RestartPolicy, Supervisor
 from mailbridge.aio.db import Database
+from mailbridge.aio.locks import LockConnections
 from mailbridge.config import Settings, load_settings
 from mailbridge.metrics import install_snapshot_collector
 from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
 from mailbridge.store.accounts import NewAccount
 
-FAST = ActorTiming(standby_retry=0.5, lock_probe=0.5, heartbeat=1.0, rediscover=0.0)
+FAST = ActorTiming(standby_retry=0.5, heartbeat=1.0, rediscover=0.0)
 QUICK_RESTARTS = RestartPolicy(base=0.2, cap=2.0, jitter=0.1, intensity=5, period=60.0, cooldown=30.0)
 
 
@@ -82,10 +84,10 @@ async def running_supervisor(db_dsn: str, settings: Settings, *, timing: ActorTi
                              policy: RestartPolicy = QUICK_RESTARTS, rescan_seconds: float = 60.0,
                              owner: str = "test-host:1") -> AsyncIterator[Harness]:
     """A Supervisor with real actors for the block; cancelled (cleanly) on exit."""
-    async with Database.connect(db_dsn, max_size=6) as db:
+    async with Database.connect(db_dsn, max_size=6) as db, LockConnections.open(db_dsn, count=2) as locks:
         registry = Registry()
         install_snapshot_collector(registry.snapshots)
-        deps = ActorDeps(db=db, settings=settings, registry=registry, owner=owner, timing=timing)
+        deps = ActorDeps(db=db, settings=settings, registry=registry, owner=owner, timing=timing, locks=locks)
         supervisor = Supervisor(
             DbAccountSource(db), registry, max_accounts=settings.max_accounts,
             commands_per_minute=settings.commands_per_minute,
@@ -93,6 +95,7 @@ async def running_supervisor(db_dsn: str, settings: Settings, *, timing: ActorTi
                 account, deps, throttle=throttle, restarts=restarts),
             policy=policy, rescan_seconds=rescan_seconds, rng=random.Random(7))
         async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(locks.run_probe, every=0.5, timeout=2.0))
             await nursery.start(supervisor.run)
             yield Harness(db, settings, registry, supervisor)
             nursery.cancel_scope.cancel()

@@ -100,7 +100,7 @@
   // --- badges -------------------------------------------------------------------------------
   const HEALTH = { healthy: "good", degraded: "warn", unknown: "", auth_failed: "bad", unreachable: "bad",
                    error: "bad", disabled: "" };
-  const STATE = { syncing: "busy", connecting: "busy", starting: "busy", idle: "good", standby: "",
+  const STATE = { syncing: "busy", connecting: "busy", starting: "busy", idle: "good", standby: "", elsewhere: "",
                   backoff: "bad", parked: "warn", stopped: "" };
 
   function badge(text, tone, title) {
