@@ -107,10 +107,7 @@ class Membership:
         elif not await member_store.heartbeat(self.db, self.me):
             log.warning("membership: this process's row was removed (a long stall?); joining again")
             await self._join()
-        live = tuple(await member_store.live(self.db, self.timeout))
-        if [m.id for m in live] != [m.id for m in self.members]:
-            log.info("members: %s", ", ".join(f"{m.name} (#{m.id})" for m in live) or "none")
-            self.members = live
+        if await self._read_live():
             self.on_change()
         now = trio.current_time()
         if now - self._last_owned_beat >= self.heartbeat_every:
@@ -119,6 +116,25 @@ class Membership:
         cleared = await member_store.clear_dead_owners(self.db)
         if cleared:
             log.info("accounts %s: their owner is gone; marked unowned", ", ".join(map(str, cleared)))
+            self.on_change()  # the supervisor republishes them as the table now has them
+
+    async def _read_live(self) -> bool:
+        """Read the live members; True when the set changed."""
+        live = tuple(await member_store.live(self.db, self.timeout))
+        if [m.id for m in live] == [m.id for m in self.members]:
+            return False
+        log.info("members: %s", ", ".join(f"{m.name} (#{m.id})" for m in live) or "none")
+        self.members = live
+        return True
+
+    async def refresh(self) -> None:
+        """Read the live members now (the supervisor, before it splits the accounts after
+        a notification: a process joined or left).  Never raises: on a database error the
+        last known members stand."""
+        try:
+            await self._read_live()
+        except DatabaseError as exc:
+            log.info("membership: cannot read the members now (%s); using the last known", exc)
 
     async def _join(self) -> None:
         if self._lease is not None:

@@ -102,6 +102,9 @@ class Shares(Protocol):
     @property
     def own_name(self) -> str: ...
 
+    async def refresh(self) -> None:
+        """Learn the live processes now (before a split); never raises."""
+
 
 class DbAccountSource:
     """Accounts from Postgres; changes by LISTEN on the accounts trigger's channel."""
@@ -249,6 +252,8 @@ class Supervisor:
             log.warning("cannot read the accounts table: %s; actors keep running", exc)
             return
         self.scans += 1
+        if self.shares is not None:
+            await self.shares.refresh()
         ordered = run_order(accounts)
         limited = ordered[: self.max_accounts]
         over = ordered[self.max_accounts:]

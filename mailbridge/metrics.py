@@ -53,6 +53,8 @@ class SnapshotCollector(Collector):
         by_health = dict.fromkeys(HEALTHS, 0)
         now = datetime.now(timezone.utc)
         for status in self._snapshots():
+            if status.state == "elsewhere":
+                continue  # another process syncs it and reports it
             account = str(status.account_id)
             restarts.add_metric([account], status.restarts)
             waits.add_metric([account], status.throttle_waits)
