@@ -37,5 +37,3 @@ async def test_losing_one_lock_connection_stops_only_the_actors_on_it(dovecot, d
             status = h.status(account_id)
             assert status is not None and status.restarts == 0 and status.lock_held, status
         assert None not in [await lock_backend(h.db, a) for a in ids]
-        # the hit actors said why they stopped
-        assert all("lock" in (h.status(a).last_error or "") for a in hit), [h.status(a) for a in hit]
