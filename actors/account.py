@@ -65,6 +65,7 @@ from mailbridge.errors import (
 from mailbridge.imap.throttle import Throttle
 from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
+from mailbridge.store import members as member_store
 from mailbridge.store.accounts import Account
 from mailbridge.sync import health as hs
 from mailbridge.sync.folder import Step
@@ -147,8 +148,8 @@ class AccountActor:
         self._status = self._status.evolve(**changes)
         if not self.retired:
             self.deps.registry.publish(self._status)
-        if self.handing_over and self._status.state in HAND_OVER_NOW:
-            self._life.cancel()
+        if self.handing_over and (self._status.state in HAND_OVER_NOW or "step" in changes):
+            self._life.cancel()  # between steps: nothing in flight is lost
 
     def progress(self, step: Step) -> None:
         """One step done: metrics, the folder's progress in the status, the observer."""
@@ -294,7 +295,7 @@ class AccountActor:
     async def _claim(self) -> None:
         """Record this process as the owner now (the membership keeps the heartbeat)."""
         try:
-            await account_store.set_owner(self.deps.db, self.account.id, self.deps.owner)
+            await member_store.claim(self.deps.db, self.account.id, self.deps.owner, self.deps.locks.backend_pids())
         except DatabaseError as exc:
             log.warning("account %d: cannot record the owner: %s", self.account.id, exc)
 

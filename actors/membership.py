@@ -111,7 +111,7 @@ class Membership:
             self.on_change()
         now = trio.current_time()
         if now - self._last_owned_beat >= self.heartbeat_every:
-            await member_store.heartbeat_owned(self.db, self.locks.held(), self.name)
+            await member_store.heartbeat_owned(self.db, self.name, self.locks.backend_pids())
             self._last_owned_beat = now
         cleared = await member_store.clear_dead_owners(self.db)
         if cleared:

@@ -6,11 +6,12 @@ checklist and refuses to start when one failed.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from mailbridge.aio.db import Database
-from mailbridge.aio.locks import LockConnections
+from mailbridge.aio.locks import SELF_TEST_LOCK_CLASS, LockConnections
 from mailbridge.config import Settings
 from mailbridge.errors import MailbridgeError, SecretError
 from mailbridge.secrets import Cipher
@@ -20,7 +21,6 @@ from mailbridge.store.db import server_version
 from mailbridge.store.migrations import pending
 
 POOLER_PORT = 6543
-SELF_TEST_LOCK = 2_000_000_000  # an account id no real account gets
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +60,12 @@ def pooler_problem(dsn: str) -> str | None:
 
 async def lock_self_test(dsn: str) -> str | None:
     """None when a second connection cannot take a lock the first holds; else the problem."""
+    key = secrets.randbelow(2**31 - 1) + 1  # processes starting together test different locks
     async with LockConnections.open(dsn, count=1) as one, LockConnections.open(dsn, count=1) as other:
-        first = await one.try_lock(SELF_TEST_LOCK)
+        first = await one.try_lock(key, SELF_TEST_LOCK_CLASS)
         if first is None:
             return "could not take a test lock (is another preflight running?)"
-        if await other.try_lock(SELF_TEST_LOCK) is not None:
+        if await other.try_lock(key, SELF_TEST_LOCK_CLASS) is not None:
             return ("a second connection took a lock the first holds: connections are pooled "
                     "per transaction; use a direct Postgres connection")
     return None

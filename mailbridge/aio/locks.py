@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 ACCOUNT_LOCK_CLASS = 0x6D62  # first key of an account's two-key advisory lock ("mb")
 MEMBER_LOCK_CLASS = 0x6D63   # first key of a serve process's membership lock ("mc")
+SELF_TEST_LOCK_CLASS = 0x6D64  # preflight's lock self-test ("md")
 STATEMENT_TIMEOUT = 10.0     # seconds a lock statement may take before its connection is dropped
 CONNECT_TIMEOUT = 15.0
 # the server drops a silent client's session (and its locks) after about 5 + 3 × 2 s
@@ -78,12 +79,13 @@ class _Slot:
         self.dsn = dsn
         self.index = index
         self.raw: asyncpg.Connection | None = None
+        self.pid: int | None = None  # its Postgres backend, while open
         self.leases: dict[tuple[int, int], Lease] = {}
         self.busy = trio.Lock()
 
     def _drop(self, why: str) -> None:
         """The connection is gone: every lease on it is lost."""
-        raw, self.raw = self.raw, None
+        raw, self.raw, self.pid = self.raw, None, None
         if raw is not None and not raw.is_closed():
             raw.terminate()
         if self.leases:
@@ -107,6 +109,7 @@ class _Slot:
 
         raw.add_termination_listener(on_lost)
         self.raw = raw
+        self.pid = raw.get_server_pid()
         return raw
 
     async def _statement(self, sql: str, *args: int) -> Any:
@@ -205,6 +208,11 @@ class LockConnections:
         process already) holds it.  DatabaseError when Postgres cannot be asked."""
         return await self._slot(key).try_lock(lock_class, key)
 
+    def backend_pids(self) -> list[int]:
+        """The Postgres backends of the open lock connections: a lock is this process's
+        exactly when one of them holds it (`pg_locks.pid`)."""
+        return sorted(slot.pid for slot in self._slots if slot.pid is not None)
+
     def held(self, lock_class: int = ACCOUNT_LOCK_CLASS) -> list[int]:
         """Keys of the locks of `lock_class` this process holds now."""
         return sorted(k for slot in self._slots for (c, k), lease in slot.leases.items()
@@ -230,4 +238,4 @@ async def terminate_for_tests(lease: Lease) -> None:
         await _close_quietly(raw)
 
 
-__all__ = ["ACCOUNT_LOCK_CLASS", "MEMBER_LOCK_CLASS", "Lease", "LockConnections"]
+__all__ = ["ACCOUNT_LOCK_CLASS", "MEMBER_LOCK_CLASS", "SELF_TEST_LOCK_CLASS", "Lease", "LockConnections"]

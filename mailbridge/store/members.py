@@ -90,12 +90,28 @@ async def clear_dead_owners(db: Db) -> list[int]:
     return [int(r["id"]) for r in rows]
 
 
-async def heartbeat_owned(db: Db, account_ids: list[int], owner: str) -> None:
-    """`owner` holds these accounts' locks now: record it and its heartbeat, in one
-    statement (a truth sweep that raced the taking of a lock is undone here)."""
-    if account_ids:
-        await db.execute("UPDATE accounts SET owner = $2, heartbeat_at = now() WHERE id = ANY($1::bigint[])",
-                         account_ids, owner)
+async def heartbeat_owned(db: Db, owner: str, lock_pids: list[int]) -> list[int]:
+    """Record `owner` and its heartbeat on every account whose lock one of the backends
+    `lock_pids` (the owner's lock connections) holds at this statement's moment, in one
+    statement: never on an account whose lock went to another process meanwhile (a truth
+    sweep that raced the taking of a lock is undone here).  The ids written."""
+    if not lock_pids:
+        return []
+    rows = await db.fetch(
+        f"""UPDATE accounts SET owner = $1, heartbeat_at = now()
+            WHERE id IN ({_HELD.format(cls=ACCOUNT_LOCK_CLASS)} AND l.pid = ANY($2::int[]))
+            RETURNING id""", owner, lock_pids)
+    return sorted(int(r["id"]) for r in rows)
 
 
-__all__ = ["Member", "announce", "clear_dead_owners", "heartbeat", "heartbeat_owned", "join", "leave", "live"]
+async def claim(db: Db, account_id: int, owner: str, lock_pids: list[int]) -> bool:
+    """Record `owner` as the account's owner if one of `lock_pids` holds its lock now."""
+    status = await db.execute(
+        f"""UPDATE accounts SET owner = $2, heartbeat_at = now()
+            WHERE id = $1 AND id IN ({_HELD.format(cls=ACCOUNT_LOCK_CLASS)} AND l.pid = ANY($3::int[]))""",
+        account_id, owner, lock_pids)
+    return not status.endswith(" 0")
+
+
+__all__ = ["Member", "announce", "claim", "clear_dead_owners", "heartbeat", "heartbeat_owned", "join", "leave",
+           "live"]
