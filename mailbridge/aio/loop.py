@@ -24,14 +24,33 @@ T = TypeVar("T")
 log = logging.getLogger("mailbridge.aio")
 
 
+# asyncpg's TLS negotiation future (connect_utils.TLSUpgradeProto.on_data) fails with this
+# when its socket is closed by us before the server answered: a connect given up by a
+# cancellation, or the CancelRequest connection asyncpg opens for a cancelled statement,
+# abandoned when that statement's connection is terminated.  Nobody waits for it any more.
+_ABANDONED_CONNECT = "unexpected connection_lost() call"
+
+
+def is_abandoned_connect(context: dict[str, Any]) -> bool:
+    """Whether `context` reports a Postgres connection attempt that we gave up ourselves
+    (harmless: its socket is already closed; see `_ABANDONED_CONNECT`)."""
+    exc = context.get("exception")
+    return (isinstance(exc, ConnectionError) and str(exc) == _ABANDONED_CONNECT
+            and "never retrieved" in str(context.get("message") or ""))
+
+
 def on_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """Log an error asyncio could not hand to anyone (redacted, one line; the traceback's
-    frames at DEBUG); never raises."""
+    frames at DEBUG); never raises.  An abandoned Postgres connect is logged at DEBUG."""
     try:
         message = redact(str(context.get("message") or "error in the asyncio loop"))
         exc = context.get("exception")
         if exc is None:
             log.error("asyncio: %s", message)
+            return
+        if is_abandoned_connect(context):
+            log.debug("asyncio: a Postgres connection attempt we gave up (cancelled connect or cancel "
+                      "request) was closed before the server answered; nothing is lost")
             return
         log.error("asyncio: %s: %s: %s", message, type(exc).__name__, redact(str(exc)))
         if log.isEnabledFor(logging.DEBUG):  # frames and source lines only, never messages
