@@ -72,6 +72,7 @@ from mailbridge.sync.folder import Step
 
 log = logging.getLogger(__name__)
 CLEANUP_TIMEOUT = 5.0
+HEALTH_WRITE_TIMEOUT = 30.0  # a health write waits this long for the pool (shielded: a stop waits too)
 # states in which a hand-over stops the actor at once (no step in flight)
 HAND_OVER_NOW = frozenset({st.STARTING, st.STANDBY, st.CONNECTING, st.IDLE, st.PARKED})
 T = TypeVar("T")
@@ -128,6 +129,7 @@ class AccountActor:
         self._health = (hs.resumed(previous.health, previous.health_reason, now_utc()) if previous is not None
                         else hs.initial(now_utc()))
         self._commands = 0
+        self._health_unstored = restarts > 0  # the row may not hold the health (a write failed): write it
         self._status = st.ActorStatus(account_id=account.id, email=account.email, state=st.STARTING,
                                       health=str(self._health.health), restarts=restarts,
                                       step="taking the account lock")
@@ -164,14 +166,21 @@ class AccountActor:
     async def health(self, event: hs.Event, *, store: bool = True) -> None:
         """Advance the health machine; write it to the account row when we own it."""
         new = hs.advance(self._health, event, now_utc())
-        if new is self._health:
+        if new is self._health and not (store and self._health_unstored):
             return
-        self._health = new
-        self.publish(health=str(new.health), health_reason=new.reason)
+        if new is not self._health:
+            self._health = new
+            self.publish(health=str(new.health), health_reason=new.reason)
         if store:
+            # a write that failed (Postgres away) is made again at the next event
+            self._health_unstored = True
             try:
-                with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+                with trio.CancelScope(shield=True), trio.move_on_after(HEALTH_WRITE_TIMEOUT) as scope:
                     await account_store.set_health(self.deps.db, self.account.id, str(new.health), new.reason)
+                    self._health_unstored = False
+                if scope.cancelled_caught:
+                    log.info("account %d: storing health %s took over %g s (the pool is busy); retried at the "
+                             "next event", self.account.id, new.health, HEALTH_WRITE_TIMEOUT)
             except DatabaseError as exc:
                 log.warning("account %d: cannot store health %s: %s", self.account.id, new.health, exc)
 

@@ -41,13 +41,14 @@ import trio
 from actors import status as st
 from actors.account import AccountActor
 from actors.registry import Registry
-from mailbridge.errors import DatabaseError, MailbridgeError, root_cause
+from mailbridge.errors import DatabaseError, LockLost, MailbridgeError, root_cause
 from mailbridge.imap.throttle import Throttle
 from mailbridge.store.accounts import Account
 
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "mailbridge_accounts"
+OUTAGE_BACKOFF_CAP = 30.0  # longest backoff after a database or lock failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,7 +376,8 @@ class Supervisor:
                             log.info("account %d: while handing over: %s", account.id, st.describe_error(cause))
                             return
                         failures = 1 if actor.cycles else failures + 1
-                        delay, why = self._next_start(child, failures, retry_hint(actor, cause))
+                        delay, why = self._next_start(child, failures, retry_hint(actor, cause),
+                                                      counted=not isinstance(cause, (LockLost, DatabaseError)))
                         child.restarts += 1
                         retry_at = datetime.now(timezone.utc) + timedelta(seconds=delay)
                         text = st.describe_error(cause)
@@ -392,7 +394,16 @@ class Supervisor:
             if self._children.get(account.id) is not child:
                 self.wake()  # stopped on purpose: a rescan republishes what the account is now
 
-    def _next_start(self, child: _Child, failures: int, floor: float | None = None) -> tuple[float, str]:
+    def _next_start(self, child: _Child, failures: int, floor: float | None = None,
+                    counted: bool = True) -> tuple[float, str]:
+        """The delay before the next start, and why (for the log).  A failure not
+        `counted` (the lock or the database went: every actor of the process fails with
+        it, through no fault of its account) does not use up the restart budget; its
+        backoff is capped at OUTAGE_BACKOFF_CAP seconds, so the accounts come back soon
+        after Postgres does."""
+        if not counted:
+            delay = min(self.policy.backoff(failures, self.rng, floor), max(OUTAGE_BACKOFF_CAP, floor or 0.0))
+            return delay, " (the database or the lock connection failed)"
         now = trio.current_time()
         child.recent.append(now)
         while child.recent and now - child.recent[0] > self.policy.period:

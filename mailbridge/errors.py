@@ -206,8 +206,14 @@ def root_cause(exc: BaseException) -> BaseException:
     """The one exception inside nested single-member exception groups (else `exc`).
 
     A failure that travelled out of a nursery arrives wrapped in a group of one; this is
-    what to report, match on, or re-raise.  A group of several is returned as it is.
+    what to report, match on, or re-raise.  A group of several holding a LockLost gives
+    that LockLost (losing the lock cancels the work, whose errors follow from it); any
+    other group of several is returned as it is.
     """
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
+    if isinstance(exc, BaseExceptionGroup):
+        lost, _ = exc.split(LockLost)
+        if lost is not None:
+            return root_cause(lost.exceptions[0])
     return exc
