@@ -6,7 +6,8 @@ members by `weight(member, account)`; accounts are placed in a fixed order (by t
 hash) on their highest-ranked member that is not full, where full is
 `ceil(len(accounts) / len(members) * (1 + SLACK))`.  So
 
-- every member gets within SLACK of an equal share (plain rendezvous hashing would leave
+- every member gets within SLACK (2 %) of an equal share at most, and so no fewer than
+  an equal share less (members − 1) × SLACK (plain rendezvous hashing would leave
   333 ± 15 for 1,000 accounts over three processes: one in twenty splits beyond ± 35);
 - a member joining or leaving moves little more than its own share: an account keeps its
   member unless that member left, or the newcomer outranks it, or a load bound shifted;
@@ -20,7 +21,7 @@ import hashlib
 import math
 from typing import Iterable, Mapping, Sequence, TypeVar
 
-SLACK = 0.05
+SLACK = 0.02
 M = TypeVar("M")
 
 

@@ -534,6 +534,20 @@ async def newmail(args: argparse.Namespace, bench: Bench, report: Report, conn: 
                p99 <= 5 and not missing)
 
 
+def raise_inotify_limit(wanted: int) -> None:
+    """Dovecot wakes an IDLEing session through inotify; past the kernel's per-user limit
+    of inotify instances (128 on many machines) it polls instead, which is Dovecot's
+    delay, not mailbridge's.  Raise the limit when we may (root), else say so."""
+    path = Path("/proc/sys/fs/inotify/max_user_instances")
+    try:
+        current = int(path.read_text().strip())
+        if current < wanted:
+            path.write_text(str(wanted))
+            print(f"fs.inotify.max_user_instances raised from {current} to {wanted} (for Dovecot's IDLE)")
+    except (OSError, ValueError) as exc:
+        print(f"fs.inotify.max_user_instances not raised ({exc}): past it Dovecot polls IDLEing sessions")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1000, help="accounts = Dovecot users (default 1000)")
@@ -566,6 +580,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args()
 
+    raise_inotify_limit(2 * args.n + 256)
     work = Path(tempfile.mkdtemp(prefix="mbscale-"))
     report = Report()
     dovecot = DovecotServer(work / "dovecot", list_index=args.notify, max_clients=2 * args.n + 50,

@@ -15,7 +15,7 @@ def test_a_thousand_accounts_over_three_then_four_processes():
     assert all(300 <= n <= 350 for n in Counter(three.values()).values())
     four = assign(range(1, 1001), {1: "a", 2: "b", 3: "c", 4: "d"})
     loads = Counter(four.values())
-    assert all(225 <= n <= 263 for n in loads.values()), loads
+    assert all(235 <= n <= 255 for n in loads.values()), loads  # within 2 % above, 3 × 2 % below
     moved = sum(1 for a in three if three[a] != four[a])
     assert moved <= loads["d"] * 1.2  # little more than the newcomer's own share moves
 
@@ -24,7 +24,8 @@ def test_a_leaver_moves_only_its_own_accounts():
     before = assign(range(1, 501), {1: 1, 2: 2, 3: 3})
     after = assign(range(1, 501), {1: 1, 3: 3})
     moved = {a for a in before if before[a] != after[a]}
-    assert moved == {a for a, m in before.items() if m == 2}
+    leavers = {a for a, m in before.items() if m == 2}
+    assert leavers <= moved and len(moved - leavers) <= 500 * 0.02  # a load bound may shift a few
 
 
 def test_no_members_no_accounts():
