@@ -67,6 +67,7 @@ from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
 from mailbridge.store import members as member_store
 from mailbridge.store.accounts import Account
+from mailbridge.store.db import Db
 from mailbridge.sync import health as hs
 from mailbridge.sync.folder import Step
 
@@ -209,7 +210,7 @@ class AccountActor:
                     async with self._owning(lease, heartbeat=False):
                         await self._session(self._serve, park=True)
                 finally:
-                    await lease.release()
+                    await lease.release(before=self._disown)
             if self.handing_over:
                 log.info("account %d: handed over to another process", a.id)
         except BaseException as exc:
@@ -229,7 +230,7 @@ class AccountActor:
         a = self.account
         self._health = hs.resumed(a.health, a.health_reason, a.health_changed_at)
         try:
-            lease = await self.deps.locks.try_lock(a.id)
+            lease = await self.deps.locks.try_lock(a.id, then=self._own)
             if lease is None:
                 owner = await account_store.get_owner(self.deps.db, a.id)
                 return OnceResult(None, f"account {a.id} is being synced by another process "
@@ -238,7 +239,7 @@ class AccountActor:
                 async with self._owning(lease, heartbeat=True):
                     return OnceResult(await self._session(self._complete, park=False))
             finally:
-                await lease.release()
+                await lease.release(before=self._disown)
         except Exception as exc:
             cause = root_cause(exc)
             if not isinstance(cause, MailbridgeError):
@@ -250,7 +251,7 @@ class AccountActor:
     async def _wait_for_lock(self) -> Lease:
         """The account's lease, once taken (standby until then)."""
         timing = self.deps.timing
-        lease = await self.deps.locks.try_lock(self.account.id)
+        lease = await self.deps.locks.try_lock(self.account.id, then=self._own)
         if lease is None:
             log.info("account %d: standby: another process holds its lock; retrying every %g s",
                      self.account.id, timing.standby_retry)
@@ -264,15 +265,16 @@ class AccountActor:
             self.publish(state=st.STANDBY, lock_held=False,
                          step=f"standby: {owner or 'another process'} holds the account lock")
             await trio.sleep(timing.standby_retry * random.uniform(0.8, 1.2))
-            lease = await self.deps.locks.try_lock(self.account.id)
+            lease = await self.deps.locks.try_lock(self.account.id, then=self._own)
         return lease
 
     @asynccontextmanager
     async def _owning(self, lease: Lease, *, heartbeat: bool) -> AsyncIterator[None]:
-        """While the lock is held: the owner record (kept fresh here when `heartbeat`),
-        and the guard that cancels everything when the lease is lost.  A failure in the
-        body is recorded as the account's health (we still own it) and re-raised; the
-        owner record is cleared on the way out (shielded, bounded)."""
+        """While the lock is held: the owner record's heartbeat (here when `heartbeat`,
+        else the process's membership writes it), and the guard that cancels everything
+        when the lease is lost.  A failure in the body is recorded as the account's
+        health (we still own it) and re-raised.  The owner itself is written next to the
+        lock, on the lock's connection (`_own`, `_disown`)."""
         self.publish(state=st.CONNECTING, lock_held=True, step="logging in", last_error=None,
                      owner=self.deps.owner)
         try:
@@ -280,8 +282,6 @@ class AccountActor:
                 nursery.start_soon(self._guard_lock, lease)
                 if heartbeat:
                     nursery.start_soon(self._heartbeat)
-                else:
-                    await self._claim()
                 yield
                 nursery.cancel_scope.cancel()
         except BaseException as exc:
@@ -289,24 +289,21 @@ class AccountActor:
             if isinstance(cause, Exception):
                 await self._record_failure(cause)
             raise
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
-                try:
-                    await account_store.set_owner(self.deps.db, self.account.id, None, only_if=self.deps.owner)
-                except DatabaseError:
-                    pass
+
+    async def _own(self, conn: Db) -> None:
+        """Record this process as the owner: on the lock's connection, right after the
+        lock was taken, so no queue for the pool lies between the two."""
+        await member_store.record_owner(conn, self.account.id, self.deps.owner)
+
+    async def _disown(self, conn: Db) -> None:
+        """Clear the owner record (if still ours): on the lock's connection, right before
+        the lock is released, so the next owner's record cannot be overtaken."""
+        await member_store.record_owner(conn, self.account.id, None, only_if=self.deps.owner)
 
     async def _guard_lock(self, lease: Lease) -> None:
         """Raise LockLost as soon as the lease is lost (cancelling IMAP work)."""
         await lease.lost.wait()
         raise LockLost(f"the lock connection holding account {self.account.id}'s lock was lost")
-
-    async def _claim(self) -> None:
-        """Record this process as the owner now (the membership keeps the heartbeat)."""
-        try:
-            await member_store.claim(self.deps.db, self.account.id, self.deps.owner, self.deps.locks.backend_pids())
-        except DatabaseError as exc:
-            log.warning("account %d: cannot record the owner: %s", self.account.id, exc)
 
     async def _heartbeat(self) -> None:
         while True:

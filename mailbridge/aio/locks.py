@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import trio
 
-from mailbridge.aio.db import _close_quietly, _db_call
+from mailbridge.aio.db import Connection, _close_quietly, _db_call
 from mailbridge.aio.loop import call
 from mailbridge.errors import DatabaseError, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
+Hook = Callable[[Connection], Awaitable[object]]  # a statement beside a lock, on its connection
 
 ACCOUNT_LOCK_CLASS = 0x6D62  # first key of an account's two-key advisory lock ("mb")
 MEMBER_LOCK_CLASS = 0x6D63   # first key of a serve process's membership lock ("mc")
@@ -59,13 +60,15 @@ class Lease:
     def held(self) -> bool:
         return not (self.released or self.lost.is_set())
 
-    async def release(self) -> None:
-        """Unlock; never raises, returns within STATEMENT_TIMEOUT (cancellation included)."""
+    async def release(self, before: Hook | None = None) -> None:
+        """Unlock (running `before` first on the lock's connection, while the lock is
+        still held); never raises, returns within STATEMENT_TIMEOUT (cancellation
+        included)."""
         if not self.held:
             return
         self.released = True
         with trio.CancelScope(shield=True):  # a cancelled release would leave the lock held
-            await self._slot.unlock(self)
+            await self._slot.unlock(self, before)
 
     async def backend_pid(self) -> int:
         """The Postgres backend holding the lock (tests and diagnostics)."""
@@ -112,39 +115,53 @@ class _Slot:
         self.pid = raw.get_server_pid()
         return raw
 
-    async def _statement(self, sql: str, *args: int) -> Any:
-        """Run one statement on the connection, shielded, at most STATEMENT_TIMEOUT; past
-        it the connection is dropped.  DatabaseError when it fails (the connection is
-        dropped too: its state is unknown)."""
+    async def _statement(self, sql: str, *args: int, hook: Hook | None = None, hook_first: bool = False) -> Any:
+        """Run one statement on the connection (and `hook` on the same connection, after
+        it when the statement returned a true value, or before it with `hook_first`),
+        shielded, at most STATEMENT_TIMEOUT in all; past it the connection is dropped.
+        DatabaseError when the statement fails (the connection is dropped too: its state
+        is unknown); a failing hook is logged, never raised."""
         async with self.busy:
             with trio.CancelScope(shield=True):
                 raw = await self._connection()
                 with trio.move_on_after(STATEMENT_TIMEOUT) as scope:
                     try:
-                        return await _db_call(raw.fetchval, sql, *args)
+                        if hook is not None and hook_first:
+                            await self._hook(hook, raw)
+                        value = await _db_call(raw.fetchval, sql, *args)
                     except DatabaseError:
                         self._drop("failed")
                         raise
+                    if hook is not None and not hook_first and value:
+                        await self._hook(hook, raw)
+                    return value
                 self._drop(f"did not answer within {STATEMENT_TIMEOUT:g} s")
                 raise DatabaseUnavailable(f"the lock connection did not answer within {STATEMENT_TIMEOUT:g} s")
             raise AssertionError("unreachable")  # pragma: no cover
 
-    async def try_lock(self, lock_class: int, key: int) -> Lease | None:
+    async def _hook(self, hook: Hook, raw: asyncpg.Connection) -> None:
+        try:
+            await hook(Connection(raw))
+        except DatabaseError as exc:
+            log.warning("lock connection %d: a statement beside a lock failed: %s", self.index, exc)
+
+    async def try_lock(self, lock_class: int, key: int, then: Hook | None = None) -> Lease | None:
         if (lock_class, key) in self.leases:
             return None  # held in this process (an actor on its way out): not twice
-        got = await self._statement("SELECT pg_try_advisory_lock($1::int, $2::int)", lock_class, key)
+        got = await self._statement("SELECT pg_try_advisory_lock($1::int, $2::int)", lock_class, key, hook=then)
         if not got:
             return None
         lease = Lease(self, lock_class, key)
         self.leases[(lock_class, key)] = lease
         return lease
 
-    async def unlock(self, lease: Lease) -> None:
+    async def unlock(self, lease: Lease, before: Hook | None = None) -> None:
         if self.leases.get((lease.lock_class, lease.key)) is not lease:
             return
         del self.leases[(lease.lock_class, lease.key)]
         try:
-            await self._statement("SELECT pg_advisory_unlock($1::int, $2::int)", lease.lock_class, lease.key)
+            await self._statement("SELECT pg_advisory_unlock($1::int, $2::int)", lease.lock_class, lease.key,
+                                  hook=before, hook_first=True)
         except DatabaseError as exc:
             log.info("lock connection %d: unlock failed (%s): its locks went with it", self.index, exc)
 
@@ -203,10 +220,13 @@ class LockConnections:
     def _slot(self, key: int) -> _Slot:
         return self._slots[key % len(self._slots)]
 
-    async def try_lock(self, key: int, lock_class: int = ACCOUNT_LOCK_CLASS) -> Lease | None:
+    async def try_lock(self, key: int, lock_class: int = ACCOUNT_LOCK_CLASS, *,
+                       then: Hook | None = None) -> Lease | None:
         """Take the lock without waiting: a Lease, or None when another session (or this
-        process already) holds it.  DatabaseError when Postgres cannot be asked."""
-        return await self._slot(key).try_lock(lock_class, key)
+        process already) holds it.  `then` runs on the lock's own connection right after
+        it was taken (record the owner: no pool queue between the two).  DatabaseError
+        when Postgres cannot be asked."""
+        return await self._slot(key).try_lock(lock_class, key, then)
 
     def backend_pids(self) -> list[int]:
         """The Postgres backends of the open lock connections: a lock is this process's

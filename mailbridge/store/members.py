@@ -104,14 +104,14 @@ async def heartbeat_owned(db: Db, owner: str, lock_pids: list[int]) -> list[int]
     return sorted(int(r["id"]) for r in rows)
 
 
-async def claim(db: Db, account_id: int, owner: str, lock_pids: list[int]) -> bool:
-    """Record `owner` as the account's owner if one of `lock_pids` holds its lock now."""
-    status = await db.execute(
-        f"""UPDATE accounts SET owner = $2, heartbeat_at = now()
-            WHERE id = $1 AND id IN ({_HELD.format(cls=ACCOUNT_LOCK_CLASS)} AND l.pid = ANY($3::int[]))""",
-        account_id, owner, lock_pids)
-    return not status.endswith(" 0")
+async def record_owner(conn: Db, account_id: int, owner: str | None, *, only_if: str | None = None) -> None:
+    """Record `owner` (None: clear it, only where `only_if` is recorded), with the
+    heartbeat; run on the lock's own connection, next to taking or releasing the lock."""
+    if owner is None:
+        await conn.execute("UPDATE accounts SET owner = NULL WHERE id = $1 AND owner = $2", account_id, only_if)
+    else:
+        await conn.execute("UPDATE accounts SET owner = $2, heartbeat_at = now() WHERE id = $1", account_id, owner)
 
 
-__all__ = ["Member", "announce", "claim", "clear_dead_owners", "heartbeat", "heartbeat_owned", "join", "leave",
+__all__ = ["Member", "announce", "clear_dead_owners", "record_owner", "heartbeat", "heartbeat_owned", "join", "leave",
            "live"]
