@@ -1,7 +1,8 @@
 """What an actor does with its logged-in session: cycles of folder visits, STATUS checks,
 the retention window, and the requests it answers between steps.
 
-A cycle follows a plan of `mailbridge.sync.planner`: a full one each tick, a light one
+A cycle follows a plan of `mailbridge.sync.planner`: a tick's (full, or leaving out
+the folders the server's pushes cover but for their work on its own clock), a light one
 between, and a complete one for `sync --once` (the same visits, run to the end).  Every
 visit is cut into steps (one batch each); between two steps the mailbox gets its turn
 (`RequestMailbox.turn`), so a request waits at most one step.  One folder's refusal
@@ -39,7 +40,16 @@ from mailbridge.sync import health as hs
 from mailbridge.sync.account import SyncTotals, sync_folder_steps
 from mailbridge.sync.discover import discover_folders, skipped_problem
 from mailbridge.sync.folder import Step, parked_problem
-from mailbridge.sync.planner import CyclePlan, FolderWork, plan_complete, plan_cycle, plan_light, status_changed
+from mailbridge.sync.planner import (
+    NO_COVERAGE,
+    Coverage,
+    CyclePlan,
+    FolderWork,
+    plan_complete,
+    plan_cycle,
+    plan_light,
+    status_changed,
+)
 
 log = logging.getLogger(__name__)
 EXPIRY_INTERVAL = 24 * 3600.0  # seconds between retention runs
@@ -61,6 +71,7 @@ class CycleOutcome:
 
     folders: list[Folder]  # the account's folders as the cycle found them
     totals: SyncTotals
+    visited: tuple[Folder, ...] = ()  # the folders it visited, as they were before
 
 
 def now_utc() -> datetime:
@@ -94,37 +105,43 @@ class Visits:
 
     # --- cycles --------------------------------------------------------------------------
 
-    async def cycle(self, *, light: bool = False) -> CycleOutcome:
-        """A full cycle, or a light one: only folders that are new or whose STATUS changed,
-        no scans, no reconciles, no retention."""
+    async def cycle(self, *, light: bool = False, coverage: Coverage = NO_COVERAGE) -> CycleOutcome:
+        """A tick's cycle, or a light one: only folders that are new or whose STATUS
+        changed, no scans, no reconciles, no retention.  Either starts with LIST; the
+        folders `coverage` covers get only their work on its own clock (no visit or STATUS
+        otherwise)."""
         s = self.settings
         t0 = trio.current_time()
         folders = await self._folders(discover_now=self._last_discovery is None
                                       or t0 - self._last_discovery >= self.rediscover)
+        covered = coverage.of(folders)
         plan = plan_cycle(
             folders, now=now_utc(), offset=self._rr_offset, status_offset=self._status_offset,
             folders_per_tick=s.folders_per_tick, status_per_tick=s.status_checks_per_tick,
             scans_per_tick=s.flag_scans_per_tick, condstore=self.session.condstore,
             reconcile_every=timedelta(hours=s.reconcile_hours),
             reconcile_jitter=timedelta(minutes=s.reconcile_jitter_minutes),
-            tick=timedelta(seconds=s.poll_seconds), flag_scan_every=timedelta(hours=s.flag_scan_hours))
+            tick=timedelta(seconds=s.poll_seconds), flag_scan_every=timedelta(hours=s.flag_scan_hours),
+            covered=covered)
         if light:
-            plan = plan_light(plan, folders, status_per_tick=s.status_checks_per_tick)
+            plan = plan_light(plan, folders, status_per_tick=s.status_checks_per_tick, covered=covered)
         else:
             self._rr_offset, self._status_offset = plan.next_offset, plan.next_status_offset
-        totals = await self._run(plan, folders, expire=not light)
+        totals, visited = await self._run(plan, folders, expire=not light)
+        kind = "light" if light else "tick" if covered else "full"
         if not light:
             metrics.CYCLE_SECONDS.observe(trio.current_time() - t0)
         log.info("account %d: %s cycle: %d folder(s) visited, %d checked, +%d ~%d -%d in %.1f s",
-                 self.account.id, "light" if light else "full", totals.folders, len(plan.status_checks),
+                 self.account.id, kind, totals.folders, len(plan.status_checks),
                  totals.added, totals.changed, totals.removed, trio.current_time() - t0)
-        return CycleOutcome(folders, totals)
+        return CycleOutcome(folders, totals, visited)
 
     async def complete(self) -> CycleOutcome:
         """`sync --once`: discover, then bring every included folder fully up to date
         (initial syncs included) and apply the retention window."""
         folders = await self._folders(discover_now=True)
-        return CycleOutcome(folders, await self._run(plan_complete(folders), folders, expire=True))
+        totals, visited = await self._run(plan_complete(folders), folders, expire=True)
+        return CycleOutcome(folders, totals, visited)
 
     async def _folders(self, *, discover_now: bool) -> list[Folder]:
         if not discover_now:
@@ -135,9 +152,10 @@ class Visits:
         self._last_discovery = trio.current_time()
         return found.folders
 
-    async def _run(self, plan: CyclePlan, folders: Sequence[Folder], *, expire: bool) -> SyncTotals:
+    async def _run(self, plan: CyclePlan, folders: Sequence[Folder], *,
+                   expire: bool) -> tuple[SyncTotals, tuple[Folder, ...]]:
         """Visit the plan's folders, then those of its STATUS checks that changed; the
-        cycle's health events around it."""
+        cycle's health events around it.  Returns the totals and the folders visited."""
         await self.report.health(hs.Event("cycle_started", initial_pending=plan.initial_pending))
         if expire:
             await self.expire_old()
@@ -146,12 +164,14 @@ class Visits:
                                       if f.parked and not f.excluded and f.id not in planned])
         if self._skipped:
             totals.problems.append(skipped_problem(self._skipped))
+        visited = [w.folder for w in plan.work]
         for work in plan.work:
             await self.visit(work, totals)
         for folder in await self.changed_by_status(plan.status_checks):
+            visited.append(folder)
             await self.visit(FolderWork(folder), totals)
         await self.report.health(hs.Event("cycle_done", "; ".join(totals.problems) or None))
-        return totals
+        return totals, tuple(visited)
 
     # --- one folder ------------------------------------------------------------------------
 
@@ -237,7 +257,6 @@ class Visits:
             try:
                 response = await self.session.status(folder.raw_name, items)
                 info = parse_status(response.lines, (folder.raw_name, folder.name))
-                self.pushes.note(response.lines, but=folder)  # others' NOTIFY STATUS may come along
             except ImapCommandError as exc:
                 log.info("account %d: STATUS %r refused (%s); visiting it", self.account.id, folder.name, exc)
                 changed.append(folder)

@@ -21,13 +21,22 @@ came inside other commands' responses are returned first.  News sent while a pus
 ran came inside that visit's responses, where nothing reads it: so after a push visit,
 the visited folders are compared with the server once more (INBOX by SELECT, the others
 by STATUS), once.
+
+What the watch covers (`coverage`) tells the actor which folders need no periodic
+checks: with NOTIFY set, every folder but INBOX; without it none.  INBOX, the folder IDLE
+watches, is never covered (news about the selected mailbox inside other commands'
+replies is not applied), so the cycles keep visiting it.  When NOTIFY is first set, every
+covered folder is compared by STATUS once (what changed before NOTIFY was never pushed);
+after a cycle visited covered folders, those (`visited`).  A server that refuses NOTIFY,
+or announces NOTIFICATIONOVERFLOW (it stopped notifying), covers nothing from then on,
+for the rest of the session.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Iterable, Sequence
 
 import trio
 
@@ -40,10 +49,12 @@ from mailbridge.imap.responses import parse_exists_expunge, parse_select
 from mailbridge.store import folders as folder_store
 from mailbridge.store.db import Db
 from mailbridge.store.folders import Folder
+from mailbridge.sync.planner import NO_COVERAGE, Coverage
 
 log = logging.getLogger(__name__)
 
 INBOX_RESCAN = 5.0  # least seconds between INBOX flag scans before IDLE (servers without CONDSTORE)
+OVERFLOW = b"[NOTIFICATIONOVERFLOW]"  # RFC 5465: the server stopped notifying
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,7 @@ class Due:
 
 WatchEvent = Push | Arrived | Due
 StatusCheck = Callable[[Sequence[Folder]], Awaitable[list[Folder]]]
+Deadline = Callable[[], float]  # the trio time of the next cycle, asked afresh before each IDLE
 
 
 class Watch:
@@ -103,25 +115,44 @@ class Watch:
         self._inbox_recheck = recheck
 
     def visited(self, folder: Folder) -> None:
-        """A folder a push named was visited: compare its STATUS once before the next IDLE."""
+        """A folder was visited (a push named it, or a cycle visited it though covered):
+        compare its STATUS once before the next IDLE."""
         if all(f.id != folder.id for f in self._recheck):
             self._recheck.append(folder)
 
+    def coverage(self, session: ImapSession) -> Coverage:
+        """The folders whose changes the server pushes while the actor watches: every
+        folder but INBOX under NOTIFY (once set, while IDLE works), else none."""
+        if self.inbox is None or not session.has("IDLE") or self._idle_refused or not self.pushes.active:
+            return NO_COVERAGE
+        return Coverage(everything=True, inbox=self.inbox.id)
+
+    def _check_overflow(self, lines: Iterable[bytes | bytearray]) -> bool:
+        """True (and NOTIFY given up) when `lines` say the server stopped notifying."""
+        if self.pushes.active and any(OVERFLOW in bytes(line).upper() for line in lines):
+            log.warning("account %d: the server stopped NOTIFY (NOTIFICATIONOVERFLOW); folders other than "
+                        "INBOX are checked every cycle instead", self.account_id)
+            self.pushes.active = False
+            self._notify_refused = True
+            return True
+        return False
+
     # --- the watch -----------------------------------------------------------------------
 
-    async def next_event(self, session: ImapSession, deadline: float) -> WatchEvent:
-        """Wait for the next event, at the latest `deadline` (then `Due`).  Cancellable:
-        an IDLE in progress is ended by the session."""
-        while trio.current_time() < deadline:
+    async def next_event(self, session: ImapSession, deadline: Deadline) -> WatchEvent:
+        """Wait for the next event, at the latest `deadline()` (then `Due`; asked again
+        after every step, since what the watch covers moves it).  Cancellable: an IDLE in
+        progress is ended by the session."""
+        while trio.current_time() < deadline():
             if self.inbox is None or not session.has("IDLE") or self._idle_refused:
-                with trio.move_on_at(deadline):
+                with trio.move_on_at(deadline()):
                     return Arrived(await self.mailbox.receive())
                 break
             event = await self._before_idle(session)
             if event is None and self.inbox is None:
                 continue  # INBOX vanished: wait for requests until the next cycle
             if event is None:
-                until = min(deadline, trio.current_time() + self.idle_seconds)
+                until = min(deadline(), trio.current_time() + self.idle_seconds)
                 self.on_idle("idling on INBOX (IMAP IDLE"
                              + (", NOTIFY for the other folders)" if self.pushes.active else ")"))
                 event = await self._idle_until(session, until)
@@ -139,9 +170,11 @@ class Watch:
         inbox = self.inbox
         assert inbox is not None
         if session.selected == inbox.raw_name and not self._inbox_recheck:
-            if parse_exists_expunge((await session.noop()).lines).changed:
+            lines = (await session.noop()).lines
+            self._check_overflow(lines)
+            if parse_exists_expunge(lines).changed:
                 return Push(True, why="news before IDLE")
-            return None
+            return await self._recheck_visited()
         if not session.condstore and trio.current_time() - self._inbox_scanned_at > INBOX_RESCAN:
             return Push(True, why="flag scan before IDLE")
         self._inbox_recheck = False
@@ -153,13 +186,19 @@ class Watch:
         if (info.uidnext != stored.uidnext or info.exists != stored.server_message_count
                 or (info.highestmodseq is not None and info.highestmodseq != stored.highestmodseq)):
             return Push(True, why="changed while not idling", recheck=False)
-        if self._recheck:
-            folders, self._recheck = self._recheck, []
-            fresh = [f for f in [await folder_store.load_folder(self.db, f.id) for f in folders]
-                     if f is not None and not f.excluded and not f.parked]
-            changed = await self.check_status(fresh)
-            if changed:
-                return Push(False, tuple(changed), why="changed during a push visit", recheck=False)
+        return await self._recheck_visited()
+
+    async def _recheck_visited(self) -> Push | None:
+        """A Push of the folders to recheck (`visited`) whose STATUS changed; None when
+        none did (or none was to recheck)."""
+        if not self._recheck:
+            return None
+        folders, self._recheck = self._recheck, []
+        fresh = [f for f in [await folder_store.load_folder(self.db, f.id) for f in folders]
+                 if f is not None and not f.excluded and not f.parked]
+        changed = await self.check_status(fresh)
+        if changed:
+            return Push(False, tuple(changed), why="changed during a visit", recheck=False)
         return None
 
     async def _ensure_notify(self, session: ImapSession) -> bool:
@@ -168,12 +207,18 @@ class Watch:
         if self._notify_refused or not session.has("NOTIFY"):
             return False
         folders = await folder_store.load_folders(self.db, self.account_id)
-        if not session.notifying and not await session.notify(NOTIFY_EVENTS):
-            # Dovecot without mailbox list indexes answers NO [NOTIFICATIONOVERFLOW]
-            log.info("account %d: the server refused NOTIFY; folders other than INBOX are checked "
-                     "every cycle instead", self.account_id)
-            self._notify_refused = True
-            return False
+        if not session.notifying:
+            if not await session.notify(NOTIFY_EVENTS):
+                # Dovecot without mailbox list indexes answers NO [NOTIFICATIONOVERFLOW]
+                log.info("account %d: the server refused NOTIFY; folders other than INBOX are checked "
+                         "every cycle instead", self.account_id)
+                self._notify_refused = True
+                return False
+            # what changed before NOTIFY was set was never pushed: compare once
+            for folder in folders:
+                if folder.name != "INBOX" and folder.initial_sync_complete and not folder.excluded \
+                        and not folder.parked:
+                    self.visited(folder)
         self.pushes.watch(folders)
         return True
 
@@ -188,7 +233,11 @@ class Watch:
                 async def pushes() -> None:
                     nonlocal result
                     while True:
-                        push = parse_exists_expunge(await stream.next_push())
+                        lines = await stream.next_push()
+                        if self._check_overflow(lines):
+                            nursery.cancel_scope.cancel()  # what is covered changed: ask the deadline again
+                            return
+                        push = parse_exists_expunge(lines)
                         elsewhere = self.pushes.folders_in(push)
                         if push.changed or elsewhere:
                             result = Push(push.changed, elsewhere)
@@ -210,4 +259,4 @@ class Watch:
         return result
 
 
-__all__ = ["Arrived", "Due", "INBOX_RESCAN", "Push", "Watch", "WatchEvent"]
+__all__ = ["Arrived", "Deadline", "Due", "INBOX_RESCAN", "Push", "Watch", "WatchEvent"]

@@ -49,6 +49,7 @@ TUNABLES: tuple[Tunable, ...] = (
     Tunable("MAILBRIDGE_IMAP_TIMEOUT", "imap_timeout", float, 60.0, "seconds an IMAP command may take", 1),
     Tunable("MAILBRIDGE_CONNECT_TIMEOUT", "connect_timeout", float, 20.0, "seconds to connect and greet", 1),
     Tunable("MAILBRIDGE_IDLE_SECONDS", "idle_seconds", float, 1500.0, "seconds before IDLE is re-issued", 1),
+    Tunable("MAILBRIDGE_SAFETY_CYCLE_MINUTES", "safety_cycle_minutes", float, 15.0, "minutes between full cycles where the server pushes changes (NOTIFY); 0: every cycle", 0),
     Tunable("MAILBRIDGE_RETENTION_DAYS", "retention_days", int, None, "keep only messages newer than this many days (unset: all)", 1),
     Tunable("MAILBRIDGE_EVENTS_RETENTION_DAYS", "events_retention_days", int, 30, "days the change log (the events /events streams) is kept", 1),
     Tunable("MAILBRIDGE_BODY_MAX_BYTES", "body_max_bytes", int, 26_214_400, "largest message body served by the API", 1),
@@ -82,6 +83,7 @@ class Settings:
     imap_timeout: float = 60.0
     connect_timeout: float = 20.0
     idle_seconds: float = 1500.0
+    safety_cycle_minutes: float = 15.0
     retention_days: int | None = None
     events_retention_days: int = 30
     body_max_bytes: int = 26_214_400

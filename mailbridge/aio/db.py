@@ -1,4 +1,4 @@
-"""Trio-facing Postgres over asyncpg: a pool, transactions, LISTEN, and the account lock.
+"""Trio-facing Postgres over asyncpg: a pool, transactions, LISTEN (the locks: `mailbridge.aio.locks`).
 
 Every asyncpg error is translated into `mailbridge.errors`; whatever ends a connection
 (refused, terminated, lost, given up by the driver) is DatabaseUnavailable, and such a
@@ -12,13 +12,12 @@ rather than returned to the pool in an unknown state.
 The pool's connections carry `statement_timeout` and `lock_timeout` (STATEMENT_TIMEOUT,
 LOCK_TIMEOUT by default): a statement stuck behind a user's long transaction, or one that
 runs away, ends as DatabaseTimeout instead of stalling an actor without end.  Dedicated
-connections (`connect_once`, the account lock, LISTEN) have none: migrations may be long.
+connections (`connect_once`, the lock connections, LISTEN) have none: migrations may be long.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import socket
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Iterable, Sequence
@@ -33,14 +32,12 @@ from mailbridge.errors import (
     DatabaseError,
     DatabaseTimeout,
     DatabaseUnavailable,
-    LockLost,
     UniqueViolation,
 )
 
 CLEANUP_TIMEOUT = 5.0
 STATEMENT_TIMEOUT = 60.0  # seconds a pooled statement may run
 LOCK_TIMEOUT = 10.0  # seconds a pooled statement may wait for a lock
-ACCOUNT_LOCK_CLASS = 0x6D62  # first key of the two-key advisory lock ("mb")
 
 Record = asyncpg.Record
 
@@ -367,78 +364,3 @@ async def execute_once(dsn: str, *statements: str) -> None:
 def with_database(dsn: str, name: str) -> str:
     """`dsn` pointing at database `name` on the same server."""
     return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
-
-
-class AccountLock:
-    """An account's session advisory lock, held on a dedicated connection.
-
-    `acquired` says whether this process owns the account.  `lost` is set when the
-    connection (and so the lock) goes away; `probe()` checks it actively.  Leaving the
-    `hold` block releases the lock and closes the connection (shielded, bounded).
-    """
-
-    def __init__(self, raw: asyncpg.Connection, account_id: int) -> None:
-        self._raw = raw
-        self.account_id = account_id
-        self.acquired = False
-        self.lost = trio.Event()
-
-    @classmethod
-    @asynccontextmanager
-    async def hold(cls, dsn: str, account_id: int, *, timeout: float = 15.0) -> AsyncIterator["AccountLock"]:
-        """Try (without waiting) to take the lock of `account_id` for the block."""
-        with trio.move_on_after(timeout) as scope:
-            raw = await _db_call(asyncpg.connect, dsn, timeout=timeout)
-        if scope.cancelled_caught:
-            raise DatabaseUnavailable(f"Postgres did not answer within {timeout:g} s")
-        lock = cls(raw, account_id)
-        raw.add_termination_listener(lambda _c: lock.lost.set())
-        try:
-            lock.acquired = bool(
-                await _db_call(raw.fetchval, "SELECT pg_try_advisory_lock($1::int, $2::int)",
-                               ACCOUNT_LOCK_CLASS, account_id)
-            )
-            yield lock
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
-                if lock.acquired and not lock.lost.is_set() and not raw.is_closed():
-                    try:
-                        await call(raw.fetchval, "SELECT pg_advisory_unlock($1::int, $2::int)",
-                                   ACCOUNT_LOCK_CLASS, account_id)
-                    except Exception:
-                        pass
-            await _close_quietly(raw)
-
-    async def retry(self) -> bool:
-        """Try again to take the lock on the same connection; returns `acquired`."""
-        if not self.acquired:
-            self.acquired = bool(
-                await _db_call(self._raw.fetchval, "SELECT pg_try_advisory_lock($1::int, $2::int)",
-                               ACCOUNT_LOCK_CLASS, self.account_id)
-            )
-        return self.acquired
-
-    async def probe(self, timeout: float = 10.0) -> None:
-        """Raise LockLost unless the lock connection answers within `timeout`."""
-        if self.lost.is_set() or self._raw.is_closed():
-            self.lost.set()
-            raise LockLost(f"the lock connection of account {self.account_id} is gone")
-        with trio.move_on_after(timeout) as scope:
-            try:
-                await _db_call(self._raw.fetchval, "SELECT 1")
-            except DatabaseError:
-                self.lost.set()
-                raise LockLost(f"the lock connection of account {self.account_id} failed") from None
-        if scope.cancelled_caught:
-            self.lost.set()
-            self._raw.terminate()
-            raise LockLost(f"the lock connection of account {self.account_id} timed out")
-
-    async def backend_pid(self) -> int:
-        """The Postgres backend pid holding the lock (for tests and diagnostics)."""
-        return int(await _db_call(self._raw.fetchval, "SELECT pg_backend_pid()"))
-
-
-def pool_size_for(accounts: int) -> int:
-    """A pool size for `accounts` actors sharing one pool (writes are short)."""
-    return max(4, min(20, math.ceil(accounts / 2) + 2))

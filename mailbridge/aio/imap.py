@@ -416,8 +416,8 @@ class ImapSession:
             finally:
                 proto.literal_limit, proto.literal_cut = HEADER_LITERAL_MAX, True
                 proto.literal_what = "a literal"
-            if self.notifying and name not in ("STATUS", "LIST"):  # those callers sort their own
-                self._keep_pushes(response.lines)
+            if self.notifying:
+                self._keep_pushes(response.lines, reply_to=(name, args[0] if args else ""))
             result = ImapResponse.from_aio(response.result, response.lines, proto.cut_literals)
             if result.status != "OK":
                 refusal = self._refusal(command, result.text)
@@ -446,11 +446,25 @@ class ImapSession:
             return ImapUnavailable(f"{where} refused {command} ({text[:200]}): {hint}", reason_code=reason)
         return None
 
-    def _keep_pushes(self, lines: Sequence[Any]) -> None:
+    def _keep_pushes(self, lines: Sequence[Any], reply_to: tuple[str, str] = ("", "")) -> None:
         """Keep the untagged STATUS and LIST lines (NOTIFY pushes about other mailboxes)
-        among `lines`."""
+        among `lines`, but the command's own reply (`reply_to`: its name and first
+        argument): a LIST's LIST lines, a STATUS's line about its own mailbox.  A push
+        that came inside a LIST or STATUS reply is kept, never dropped."""
+        command, argument = reply_to
+        own: tuple[bytes, ...] = ()
+        if command == "STATUS":  # the server may write the name quoted or as an atom
+            bare = re.sub(r'\\(.)', r'\1', argument[1:-1]) if argument[:1] == '"' else argument
+            own = tuple(b"STATUS " + form.encode("utf-8", "replace").upper() + b" " for form in (argument, bare))
         for line in lines:
-            if type(line) is not str and (line[:7].upper() == b"STATUS " or line[:5].upper() == b"LIST "):
+            if type(line) is str:
+                continue
+            head = line[:7].upper()
+            if head == b"STATUS ":
+                if any(bytes(line[:len(form)]).upper() == form for form in own):
+                    continue
+                self._pushes.append(bytes(line))
+            elif head[:5] == b"LIST " and command != "LIST":
                 self._pushes.append(bytes(line))
 
     def take_pushes(self) -> list[bytes]:

@@ -25,9 +25,16 @@ check).  What costs more is planned here, per tick (``MAILBRIDGE_POLL_SECONDS``)
 
 Excluded and parked folders are never planned.
 
+**Covered** folders (`Coverage`: under NOTIFY every folder but the one IDLE watches,
+INBOX, which keeps its visit every tick) get no visits, STATUS checks or per-tick flag
+scans: only what is on its own clock (the initial sync, a due full reconcile, a flag scan
+once overdue by ``flag_scan_every``), within the same per-tick limits.  A plan without
+coverage is the **full** cycle, the safety net under pushes.
+
 Two other plans share the vocabulary: a **light** cycle (half way between ticks: only
-the folders still in their initial sync, and STATUS checks of the steady ones), and a
-**complete** one (`sync --once`: every included folder, flags scanned, to the end).
+the folders still in their initial sync, and STATUS checks of the steady uncovered
+ones), and a **complete** one (`sync --once`: every included folder, flags scanned, to
+the end).
 """
 
 from __future__ import annotations
@@ -35,9 +42,29 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Sequence
+from typing import Collection, Sequence
 
 from mailbridge.store.folders import Folder
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """Which folders the server's pushes cover now: with NOTIFY (`everything`) every
+    folder but `inbox` (the id of the folder IDLE watches: news about the selected mailbox
+    that comes inside other commands' replies is not applied, so it is visited every
+    tick); without NOTIFY none (IDLE alone covers nothing)."""
+
+    everything: bool = False
+    inbox: int | None = None
+
+    def of(self, folders: Sequence[Folder]) -> frozenset[int]:
+        """The ids of the covered folders among `folders`."""
+        if not self.everything:
+            return frozenset()
+        return frozenset(f.id for f in folders if f.id != self.inbox)
+
+
+NO_COVERAGE = Coverage()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +101,7 @@ def reconcile_due(folder: Folder, every: timedelta, jitter: timedelta) -> dateti
 
 def _rotate(items: list[Folder], offset: int, take: int) -> tuple[list[Folder], int]:
     if not items:
-        return [], 0
+        return [], offset  # nothing rotates (every folder covered): the place is kept
     start = offset % len(items)
     take = min(take, len(items))
     return [items[(start + i) % len(items)] for i in range(take)], (start + take) % len(items)
@@ -84,23 +111,30 @@ def plan_cycle(folders: Sequence[Folder], *, now: datetime, offset: int = 0, sta
                folders_per_tick: int = 5, status_per_tick: int = 50, scans_per_tick: int = 2,
                condstore: bool = False, reconcile_every: timedelta = timedelta(hours=6),
                reconcile_jitter: timedelta = timedelta(minutes=15), tick: timedelta = timedelta(seconds=60),
-               flag_scan_every: timedelta = timedelta(hours=6)) -> CyclePlan:
-    """The visits (priority first, then by name) and STATUS checks of this tick."""
+               flag_scan_every: timedelta = timedelta(hours=6), covered: Collection[int] = frozenset()) -> CyclePlan:
+    """The visits (priority first, then by name) and STATUS checks of this tick; of the
+    `covered` folders (ids) only what is due on its own clock (see the module doc)."""
     eligible = [f for f in folders if not f.excluded and not f.parked]
     priority = [f for f in eligible if f.is_priority]
     others = sorted((f for f in eligible if not f.is_priority), key=lambda f: f.name)
     steady = [f for f in others if f.initial_sync_complete]
+    open_steady = [f for f in steady if f.id not in covered]
 
-    work: dict[int, FolderWork] = {f.id: FolderWork(f, flag_scan=not condstore) for f in priority}
+    work: dict[int, FolderWork] = {f.id: FolderWork(f, flag_scan=not condstore) for f in priority
+                                   if f.id not in covered or not f.initial_sync_complete}
     for f in others:
         if not f.initial_sync_complete:
             work[f.id] = FolderWork(f)
-    visits, next_offset = _rotate(steady, offset, folders_per_tick)
+    visits, next_offset = _rotate(open_steady, offset, folders_per_tick)
     for f in visits:
         work.setdefault(f.id, FolderWork(f))
 
     if not condstore:
-        for f in flag_scans(steady, now=now, per_tick=scans_per_tick, tick=tick, every=flag_scan_every):
+        scans = flag_scans(open_steady, now=now, per_tick=scans_per_tick, tick=tick, every=flag_scan_every)
+        # covered folders' flag changes are pushed: scanned only when overdue, as a safety net
+        scans += flag_scans([f for f in priority + steady if f.id in covered and f.initial_sync_complete],
+                            now=now, per_tick=0, tick=tick, every=flag_scan_every)
+        for f in scans:
             work[f.id] = FolderWork(f, flag_scan=True)
 
     due = [f for f in priority + steady
@@ -109,7 +143,7 @@ def plan_cycle(folders: Sequence[Folder], *, now: datetime, offset: int = 0, sta
         f = due[0]
         work[f.id] = FolderWork(f, flag_scan=work.get(f.id, FolderWork(f)).flag_scan, full_reconcile=True)
 
-    rest = [f for f in steady if f.id not in work]
+    rest = [f for f in open_steady if f.id not in work]
     checks, next_status_offset = _rotate(rest, status_offset, status_per_tick)
     ordered = tuple(work[f.id] for f in priority + others if f.id in work)
     return CyclePlan(ordered, tuple(checks), next_offset, next_status_offset)
@@ -132,13 +166,14 @@ def flag_scans(steady: Sequence[Folder], *, now: datetime, per_tick: int, tick: 
     return chosen
 
 
-def plan_light(full: CyclePlan, folders: Sequence[Folder], *, status_per_tick: int) -> CyclePlan:
+def plan_light(full: CyclePlan, folders: Sequence[Folder], *, status_per_tick: int,
+               covered: Collection[int] = frozenset()) -> CyclePlan:
     """A light cycle, from the `full` plan of the same moment: only its visits of folders
-    still in their initial sync, and STATUS checks of the steady non-priority folders (up
-    to `status_per_tick`); the rotations do not advance."""
+    still in their initial sync, and STATUS checks of the steady non-priority folders not
+    `covered` (up to `status_per_tick`); the rotations do not advance."""
     work = tuple(w for w in full.work if not w.folder.initial_sync_complete)
     checks = tuple(f for f in folders if f.initial_sync_complete and not f.is_priority
-                   and not f.excluded and not f.parked)[:status_per_tick]
+                   and not f.excluded and not f.parked and f.id not in covered)[:status_per_tick]
     return CyclePlan(work, checks, full.next_offset, full.next_status_offset)
 
 
@@ -160,5 +195,5 @@ def status_changed(folder: Folder, *, messages: int | None, uidnext: int | None,
     return highestmodseq is not None and highestmodseq != folder.highestmodseq
 
 
-__all__ = ["CyclePlan", "FolderWork", "flag_scans", "jitter_of", "plan_complete", "plan_cycle", "plan_light",
-           "reconcile_due", "status_changed"]
+__all__ = ["NO_COVERAGE", "Coverage", "CyclePlan", "FolderWork", "flag_scans", "jitter_of",
+           "plan_complete", "plan_cycle", "plan_light", "reconcile_due", "status_changed"]
