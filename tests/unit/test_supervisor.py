@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -55,8 +56,11 @@ class FakeActor:
     starts: dict[int, list[float]] = {}
     live: set[int] = set()
 
+    handed: list[int] = []  # accounts whose actor was asked to hand over
+
     def __init__(self, account, throttle, restarts, registry):
         self.account, self.cycles = account, 0
+        self.scope = trio.CancelScope()
         self.retry_after = None
         self.status = st.ActorStatus(account_id=account.id, email=account.email, state=st.STARTING,
                                      health="starting", restarts=restarts)
@@ -73,14 +77,23 @@ class FakeActor:
             raise FakeActor.errors.get(aid, ImapConnectionLost("connection reset"))
         FakeActor.live.add(aid)
         try:
+            with self.scope:
+                await self._serve(aid)
+        finally:
+            FakeActor.live.discard(aid)
+
+    def hand_over(self):
+        FakeActor.handed.append(self.account.id)
+        self.scope.cancel()
+
+    async def _serve(self, aid):
+        if True:
             self.cycles = 1
             self.registry.publish(self.status.evolve(state=st.IDLE, lock_held=True))
             async with trio.open_nursery() as nursery:
                 if aid in FakeActor.fail_on_stop:
                     nursery.start_soon(self._write_that_fails_when_cancelled)
                 await trio.sleep_forever()
-        finally:
-            FakeActor.live.discard(aid)
 
 
     async def _write_that_fails_when_cancelled(self):
@@ -93,7 +106,7 @@ class FakeActor:
 @pytest.fixture(autouse=True)
 def reset():
     FakeActor.plan, FakeActor.starts, FakeActor.live, FakeActor.fail_on_stop = {}, {}, set(), set()
-    FakeActor.errors, FakeActor.hints = {}, {}
+    FakeActor.errors, FakeActor.hints, FakeActor.handed = {}, {}, []
 
 
 def supervisor(source, registry, **kw):
@@ -217,3 +230,64 @@ def test_the_floor_never_shortens_a_longer_backoff():
         retry_after = 5.0
     assert retry_hint(Hinted(), ValueError()) == 5.0
     assert retry_hint(object(), ValueError()) is None
+
+
+class Shares:
+    """A fixed split: account id → process name; this process is "me"."""
+
+    own_name = "me"
+
+    def __init__(self, placed):
+        self.placed = dict(placed)
+
+    def split(self, account_ids):
+        return {a: self.placed.get(a, "me") for a in account_ids}
+
+    async def refresh(self):
+        pass
+
+
+@pytest.mark.trio(run=trio.run)
+async def test_only_this_process_share_runs_and_a_moved_share_is_handed_over(autojump_clock):
+    registry = Registry()
+    accounts = [account(1), account(2), account(3), account(4)]
+    accounts[1] = dataclasses.replace(account(2), owner="other:7", health="healthy")
+    source = Source(accounts)
+    shares = Shares({2: "other:7", 4: "other:7"})
+    sup = supervisor(source, registry, shares=shares)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await trio.sleep(1)
+        assert sup.running == [1, 3] and FakeActor.live == {1, 3}
+        elsewhere = registry.status(2)
+        assert elsewhere.state == st.ELSEWHERE and elsewhere.owner == "other:7" and elsewhere.health == "healthy"
+        assert "synced by other:7" in elsewhere.step
+        assert "unowned" in registry.status(4).step  # no owner recorded yet: who is to take it
+
+        shares.placed[3] = "other:7"
+        sup.wake()
+        await trio.sleep(1)
+        assert FakeActor.handed == [3] and FakeActor.live == {1}
+        assert len(FakeActor.starts[3]) == 1  # handed over, not restarted
+        assert sup.running == [1] and sup.stopping == []
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio(run=trio.run)
+async def test_a_database_or_lock_outage_uses_no_restart_budget(autojump_clock):
+    from mailbridge.errors import LockLost
+
+    registry, source = Registry(), Source([account(1), account(2)])
+    FakeActor.plan[1] = FakeActor.plan[2] = 8
+    FakeActor.errors[1] = DatabaseError("Postgres went away")
+    FakeActor.errors[2] = LockLost("the lock connection was lost")
+    sup = supervisor(source, registry)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await trio.sleep(400)
+        assert {1, 2} <= FakeActor.live
+        nursery.cancel_scope.cancel()
+    for aid in (1, 2):
+        starts = FakeActor.starts[aid]
+        gaps = [b - a - 0.5 for a, b in zip(starts, starts[1:])]
+        assert len(gaps) == 8 and max(gaps) <= 30.0, gaps  # no 500 s cooldown, the backoff capped
