@@ -12,7 +12,8 @@ event              when
 =================  ===========================================================
 
 Before each IDLE, INBOX is made current.  Still selected: a NOOP collects what the
-server queued since (flag changes included).  Otherwise SELECT and compare UIDNEXT,
+server queued since (flag changes included), and news that came with another reply
+(`ImapSession.take_selected_news`: a STATUS's, a LIST's, IDLE's DONE) is visited too.  Otherwise SELECT and compare UIDNEXT,
 EXISTS and HIGHESTMODSEQ with what the last visit stored; without CONDSTORE that cannot
 show flag changes made since INBOX was last scanned, so it is scanned first (at most
 every `INBOX_RESCAN` seconds).  Where the server offers NOTIFY it is set once per session,
@@ -172,9 +173,14 @@ class Watch:
         if session.selected == inbox.raw_name and not self._inbox_recheck:
             lines = (await session.noop()).lines
             self._check_overflow(lines)
-            if parse_exists_expunge(lines).changed:
+            # news that came with another reply (a STATUS, a LIST, IDLE's DONE): the
+            # server told once, so the NOOP does not tell again
+            if parse_exists_expunge(lines).changed or session.take_selected_news():
                 return Push(True, why="news before IDLE")
-            return await self._recheck_visited()
+            event = await self._recheck_visited()
+            if event is None and session.take_selected_news():
+                return Push(True, why="news with a STATUS reply")
+            return event
         if not session.condstore and trio.current_time() - self._inbox_scanned_at > INBOX_RESCAN:
             return Push(True, why="flag scan before IDLE")
         self._inbox_recheck = False

@@ -52,6 +52,11 @@ TLS_MODES = ("tls", "starttls", "none")
 BODY_LITERAL_MAX = 26_214_400  # a whole message's default bound (MAILBRIDGE_BODY_MAX_BYTES' default)
 _CONTROL = re.compile(r"[\x00\r\n]")
 # FETCH items that return a whole message (or its whole text), not just header fields
+# untagged news about the selected mailbox (RFC 3501 7.3.1, 7.4; RFC 7162 VANISHED)
+_SELECTED_NEWS = re.compile(rb"^(?:\d+ (?:EXISTS|EXPUNGE|FETCH)\b|VANISHED\b)", re.IGNORECASE)
+# commands whose replies say nothing the caller reads about the selected mailbox's messages:
+# news about it that comes with them would otherwise be lost (the server told once)
+_NEWS_CARRIERS = frozenset({"LIST", "LSUB", "STATUS", "NOTIFY", "ENABLE", "CAPABILITY", "ID", "NAMESPACE"})
 _BODY_ITEMS = re.compile(r"\b(?:BODY(?:\.PEEK)?\[(?:TEXT)?\]|BINARY(?:\.PEEK)?\[|RFC822(?:\.TEXT)?(?![.\w]))",
                          re.IGNORECASE)
 
@@ -249,6 +254,7 @@ class ImapSession:
         self._selected: str | None = None  # raw name of the selected mailbox
         self._selected_readonly = False
         self._pushes: list[bytes] = []  # those lines, kept for `take_pushes`
+        self._selected_news = False  # news about the selected mailbox came with another reply
         self._lost: list[BaseException | None] = []
         self._lost_event = trio.Event()
         self._not_before = 0.0  # trio time before which no command is sent (a throttle hint)
@@ -418,6 +424,8 @@ class ImapSession:
                 proto.literal_what = "a literal"
             if self.notifying:
                 self._keep_pushes(response.lines, reply_to=(name, args[0] if args else ""))
+            if name in _NEWS_CARRIERS:
+                self._note_selected_news(response.lines)
             result = ImapResponse.from_aio(response.result, response.lines, proto.cut_literals)
             if result.status != "OK":
                 refusal = self._refusal(command, result.text)
@@ -466,6 +474,19 @@ class ImapSession:
                 self._pushes.append(bytes(line))
             elif head[:5] == b"LIST " and command != "LIST":
                 self._pushes.append(bytes(line))
+
+    def _note_selected_news(self, lines: Sequence[Any]) -> None:
+        if self._selected is not None and any(
+                type(line) is not str and _SELECTED_NEWS.match(bytes(line[:40])) for line in lines):
+            self._selected_news = True
+
+    def take_selected_news(self) -> bool:
+        """Whether news about the selected mailbox (EXISTS, EXPUNGE, FETCH, VANISHED) came
+        since the last call with a reply that does not carry it to its caller (LIST,
+        STATUS, ..., or IDLE's DONE): the server told once, so a NOOP would not tell
+        again; the caller visits the mailbox instead.  Cleared by SELECT/EXAMINE."""
+        news, self._selected_news = self._selected_news, False
+        return news
 
     def take_pushes(self) -> list[bytes]:
         """The NOTIFY STATUS and LIST lines that came with command responses (or between
@@ -587,6 +608,7 @@ class ImapSession:
         elif condstore and self.has("CONDSTORE"):
             args.append("(CONDSTORE)")
         self._selected = None  # whatever the outcome, the previous mailbox is left
+        self._selected_news = False
         response = await self.command(name, *args, check=False)
         if response.status != "OK":
             self._raise_for(name, response)
@@ -735,9 +757,10 @@ class ImapSession:
         # pushes that arrived between the last read and DONE: a visit follows anyway for
         # the selected mailbox; NOTIFY's STATUS lines about others are kept
         while not proto.idle_queue.empty():
-            lines = proto.idle_queue.get_nowait()
+            lines = [line for line in proto.idle_queue.get_nowait() if line != b"stop_wait_server_push"]
             if self.notifying:
-                self._keep_pushes([line for line in lines if line != b"stop_wait_server_push"])
+                self._keep_pushes(lines)
+            self._note_selected_news(lines)
 
     # --- closing -----------------------------------------------------------------------
 

@@ -271,3 +271,27 @@ async def test_a_bye_mid_command_fails_it_at_once_with_its_reason():
                     # the peer keeps the socket open after its BYE: the command's bound ends it
                     await session.noop()
             assert caught.value.reason_code == "UNAVAILABLE"
+
+
+def test_news_about_the_selected_mailbox_in_a_status_reply_is_not_lost(dovecot, mail_user):
+    """A server that tells the selected mailbox's news with whatever command completes
+    next (Dovecot waits for a NOOP; others do not): after a STATUS carried it, a NOOP says
+    nothing, so the session remembers it for the caller."""
+    from mailbridge.aio.loop import run as run_with_loop
+    from tests.support.hostile_imap import TellWith, running_hostile
+
+    with running_hostile("127.0.0.1", dovecot.port) as hostile:
+        run_with_loop(_news_with_status, hostile, mail_user, TellWith)
+
+
+async def _news_with_status(hostile, mail_user, TellWith) -> None:
+    endpoint = ImapEndpoint("127.0.0.1", hostile.port, "none", mail_user.username)
+    async with ImapSession.open(endpoint, mail_user.password) as session:
+        await session.select("INBOX")
+        assert not session.take_selected_news()
+        hostile.fault = TellWith("STATUS", b"* 99 EXISTS\r\n")
+        await session.status("INBOX", ["MESSAGES"])
+        assert session.take_selected_news()
+        assert not session.take_selected_news()  # told once
+        await session.select("INBOX")
+        assert not session.take_selected_news()

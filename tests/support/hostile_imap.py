@@ -14,7 +14,9 @@ real Dovecot until told to misbehave the way real servers do.
 - `PoisonList(names)`: add LIST entries whose names hold CR, LF or NUL (quoted or
   literal) to every LIST answer;
 - `Answer(command, text)`: answer `command` itself with `TAG text`, e.g. `NO [LIMIT] ...`
-  or Office 365's `NO Request is throttled. Suggested Backoff Time: 2000 milliseconds`.
+  or Office 365's `NO Request is throttled. Suggested Backoff Time: 2000 milliseconds`;
+- `TellWith(command, lines)`: put untagged `lines` (e.g. `* 9 EXISTS`) before the tagged
+  answer to `command`, once, as servers do that report news with any command's reply.
 
 A `command` is the command name as sent (`"LOGIN"`, `"SELECT"`, `"UID FETCH"`, ...) or
 `None` for the next command of any name.  The server counts connections (`connections`,
@@ -79,7 +81,14 @@ class Answer:
     text: bytes  # the tagged answer after the tag, e.g. b"NO [LIMIT] too many"
 
 
-Fault = Greet | WrongTag | ByeOn | HugeLiteral | EndlessLine | PoisonList | Answer
+@dataclass
+class TellWith:
+    command: str | None
+    lines: bytes  # untagged lines with their CRLFs, e.g. b"* 9 EXISTS\r\n"
+    told: bool = False
+
+
+Fault = Greet | WrongTag | ByeOn | HugeLiteral | EndlessLine | PoisonList | Answer | TellWith
 
 BYE_TOO_MANY = Greet(b"* BYE too many connections\r\n")
 BYE_UNAVAILABLE = Greet(b"* BYE [UNAVAILABLE] the server is overloaded, try again later\r\n")
@@ -287,6 +296,9 @@ class HostileImap:
             return b"ZZ9999" + unit[len(tag):]
         if isinstance(fault, PoisonList) and name == "LIST" and unit[len(tag):].upper().startswith(b" OK"):
             return b"".join(b'* LIST () "." ' + n + b"\r\n" for n in fault.names) + unit
+        if isinstance(fault, TellWith) and not fault.told and name and _matches(fault.command, name):
+            fault.told = True
+            return fault.lines + unit
         return unit
 
 
