@@ -41,7 +41,8 @@ CRASH_MARKERS = ("Traceback", "exception was never retrieved", "Exceptions from 
 
 def as_role(dsn: str, role: str) -> str:
     parts = urlsplit(dsn)
-    netloc = f"{role}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    # the embedded server's URL has no host: its socket directory is in the query (?host=)
+    netloc = f"{role}@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
 
 
