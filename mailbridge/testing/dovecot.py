@@ -39,6 +39,7 @@ import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from mailbridge.imap.utf7 import encode_mailbox_name
 
@@ -421,7 +422,13 @@ service log {{
 }}"""
 
 
-_live_servers: "weakref.WeakSet[DovecotServer]" = weakref.WeakSet()
+# every private test server still running (Dovecot here, Cyrus and Courier in
+# mailbridge.testing.servers): stopped at interpreter exit
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+_live_servers: "weakref.WeakSet[_Stoppable]" = weakref.WeakSet()
 
 
 @atexit.register

@@ -29,7 +29,6 @@ Synchronous on purpose (stdlib `subprocess`/`socket` only), like `DovecotServer`
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
 import hashlib
@@ -44,11 +43,10 @@ import stat
 import subprocess
 import threading
 import time
-import weakref
 from pathlib import Path
 from types import TracebackType
 
-from mailbridge.testing.dovecot import MailUser, _free_ports, _read_greeting
+from mailbridge.testing.dovecot import MailUser, _free_ports, _live_servers, _read_greeting
 
 __all__ = [
     "CourierServer",
@@ -260,16 +258,6 @@ def _check_reachable(path: Path, who: pwd.struct_passwd) -> None:
                     f"out of {path}; use a base_dir under /tmp made with tempfile.mkdtemp()")
 
 
-_live: "weakref.WeakSet[_PrivateServer]" = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all() -> None:  # pragma: no cover - best effort at interpreter exit
-    for server in list(_live):
-        with contextlib.suppress(Exception):
-            server.stop()
-
-
 class _PrivateServer:
     """What Cyrus and Courier share: ports, users, the process group, start and stop."""
 
@@ -333,7 +321,7 @@ class _PrivateServer:
             with open(self.stderr_path, "ab") as err:
                 self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                               env=env, start_new_session=True, close_fds=True)
-            _live.add(self)
+            _live_servers.add(self)
             deadline = time.monotonic() + self.start_timeout
             last: object = None
             while time.monotonic() < deadline:
