@@ -14,12 +14,14 @@ message is still worth mirroring); an INTERNALDATE is only kept when it converts
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 from mailbridge.errors import ImapProtocolError
 from mailbridge.imap.headers import extract_header_fields
 from mailbridge.imap.lexer import Lines, Part, Token, brief, parse_tokens, split_responses, token_number, token_text
+from mailbridge.imap.utf7 import decode_mailbox_name
 from mailbridge.imap.models import FetchDefect, FetchItems, FlagUpdate, MessageMeta
 
 FETCH_HEAD = re.compile(rb"(\d+) FETCH ", re.I)
@@ -220,6 +222,8 @@ def _fetch_fields_generic(resp: list[Part], start: int) -> FetchItems:
     header: bytes | None = b""
     has_meta = False
     defects: list[str] = []
+    object_ids: dict[bytes, str] = {}
+    labels: tuple[str, ...] | None = None
     for i in range(0, n, 2):
         name = items[i]
         value = items[i + 1]
@@ -248,6 +252,12 @@ def _fetch_fields_generic(resp: list[Part], start: int) -> FetchItems:
                     modseq = token_number(digits, "MODSEQ")
             else:
                 raise ImapProtocolError("MODSEQ is not a one-number list")
+        elif key in _OBJECT_ITEMS:
+            ident = _object_id(value)
+            if ident is not None:
+                object_ids[_OBJECT_ITEMS[key]] = ident
+        elif key == b"X-GM-LABELS":
+            labels = _gm_labels(value)
         elif key.startswith(b"BODY[HEADER") or key.startswith(b"RFC822.HEADER") or key.startswith(
             b"BINARY[HEADER"
         ):
@@ -257,7 +267,38 @@ def _fetch_fields_generic(resp: list[Part], start: int) -> FetchItems:
             else:
                 header = None
                 defects.append("header section is not a string")
-    return FetchItems(uid, flags, internal, size, modseq, header, has_meta, tuple(defects))
+    return FetchItems(uid, flags, internal, size, modseq, header, has_meta, tuple(defects),
+                      object_ids.get(b"EMAILID"), object_ids.get(b"THREADID"), labels)
+
+
+# RFC 8474 object ids and Gmail's, by the id they give
+_OBJECT_ITEMS = {b"EMAILID": b"EMAILID", b"X-GM-MSGID": b"EMAILID", b"THREADID": b"THREADID",
+                 b"X-GM-THRID": b"THREADID"}
+
+
+def _object_id(value: Token) -> str | None:
+    """``(M6d99...)`` (RFC 8474) or a bare number (Gmail) as text; None for NIL."""
+    if type(value) is list and len(value) == 1:
+        value = value[0]
+    if type(value) is not bytes or not value or len(value) > 255:
+        if value is None:
+            return None
+        raise ImapProtocolError("object id is not an atom")
+    return token_text(value)
+
+
+def _gm_labels(value: Token) -> tuple[str, ...]:
+    """X-GM-LABELS as text: system labels as sent (``\\Inbox``), others decoded from
+    modified UTF-7 like folder names."""
+    if type(value) is not list:
+        raise ImapProtocolError("X-GM-LABELS is not a list")
+    labels = []
+    for label in value:
+        if type(label) is not bytes:
+            continue
+        text = token_text(label)
+        labels.append(text if text.startswith("\\") else decode_mailbox_name(text))
+    return tuple(labels)
 
 
 def fetch_items(resp: list[Part], start: int) -> FetchItems:
@@ -333,11 +374,14 @@ def parse_fetch(lines: Lines) -> Iterator[MessageMeta | FlagUpdate | FetchDefect
             if items.flags is not None:
                 yield FlagUpdate(items.uid, items.flags, items.modseq)
             continue
-        yield _message_meta(
+        meta = _message_meta(
             items.uid, items.flags if items.flags is not None else (), items.internal_date, items.size_bytes,
             items.modseq, items.header,
             items.defects if items.header is not None else (*items.defects, "header section is NIL"),
         )
+        if items.email_id is not None or items.thread_id is not None or items.labels is not None:
+            meta = replace(meta, email_id=items.email_id, thread_id=items.thread_id, labels=items.labels)
+        yield meta
 
 
 def _message_meta(uid: int, flags: tuple[str, ...], internal_date: datetime | None, size_bytes: int | None,

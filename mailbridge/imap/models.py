@@ -31,6 +31,9 @@ class MessageMeta:
     references: tuple[str, ...]  # msg-ids without brackets, in order
     modseq: int | None  # MODSEQ (n) when present
     defects: tuple[str, ...] = ()  # short descriptions of what could not be parsed
+    email_id: str | None = None  # RFC 8474 EMAILID, or Gmail's X-GM-MSGID (decimal)
+    thread_id: str | None = None  # RFC 8474 THREADID, or Gmail's X-GM-THRID (decimal)
+    labels: tuple[str, ...] | None = None  # X-GM-LABELS, decoded; None when not sent
 
 
 class FetchItems(NamedTuple):
@@ -45,6 +48,9 @@ class FetchItems(NamedTuple):
     header: bytes | None  # the header section: b"" when not sent or empty, None when NIL or no string
     has_meta: bool  # INTERNALDATE, RFC822.SIZE or a header section was sent
     defects: tuple[str, ...] = ()
+    email_id: str | None = None  # EMAILID / X-GM-MSGID
+    thread_id: str | None = None  # THREADID / X-GM-THRID
+    labels: tuple[str, ...] | None = None  # X-GM-LABELS
 
 
 @dataclass(frozen=True, slots=True)
