@@ -16,6 +16,7 @@ ImapCommandError, ImapConnectError, ImapTlsError).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import imaplib
 import re
@@ -266,6 +267,11 @@ class MailboxClient:
             raise ImapConnectError(f"cannot connect to {host}: {e}") from e
         except imaplib.IMAP4.error as e:
             raise ImapTlsError(f"STARTTLS refused by {host}: {e}") from e
+        # imaplib writes an APPEND's literal and its closing CRLF separately: with Nagle's
+        # algorithm the CRLF waits for the server's delayed ACK, 40 ms per APPEND on a
+        # server without MULTIAPPEND (Courier). asyncio sets TCP_NODELAY by default too.
+        with contextlib.suppress(OSError):
+            self.imap.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             self.imap.login(username, password)
         except imaplib.IMAP4.error as e:
@@ -488,8 +494,14 @@ class MailboxClient:
         if not uid_list:
             return {}
         self.select(folder)
+        self.imap.untagged_responses.pop("COPYUID", None)
         data = self._uid("COPY", compress_uids(uid_list), _quote(dest))
-        m = re.search(rb"\[COPYUID (\d+) ([0-9:,]+) ([0-9:,]+)\]", data[-1] or b"")
+        # imaplib files the tagged OK's [COPYUID ...] code under untagged "COPYUID"
+        raw = self.imap.untagged_responses.pop("COPYUID", None)
+        if raw and isinstance(raw[-1], bytes):
+            m = _COPYUID_RE.match(raw[-1])
+        else:
+            m = re.search(rb"\[COPYUID (\d+) ([0-9:,]+) ([0-9:,]+)\]", data[-1] or b"")
         if not m:
             raise ImapProtocolError(f"COPY answered without COPYUID: {data!r}")
         return dict(zip(expand_uid_set(m.group(2)), expand_uid_set(m.group(3))))
