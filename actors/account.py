@@ -34,6 +34,7 @@ answered) is shielded and bounded, so cancelling an actor finishes within second
 from __future__ import annotations
 
 import logging
+import math
 import random
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ from mailbridge.accountops import endpoint_of
 from mailbridge.aio.db import Database
 from mailbridge.aio.locks import Lease, LockConnections
 from mailbridge.aio.imap import ImapSession
+from mailbridge.credentials import Bearer
+from mailbridge.oauth2.signin import signed_in, stored_credential
+from mailbridge.oauth2.tokens import renewal_delay
 from mailbridge.config import Settings
 from mailbridge.errors import (
     DatabaseError,
@@ -121,6 +125,10 @@ class AccountActor:
         self.retry_after: float | None = None  # after a failure: least seconds before the next start
         self.handing_over = False  # set by `hand_over`: stop at the next step boundary
         self._life = trio.CancelScope()  # cancelled to stop after a hand-over
+        # an OAuth2 session ends before its access token expires: at `_renew_at` (trio
+        # time) when between steps, else at the next step boundary after it (`publish`)
+        self._renewal: trio.CancelScope | None = None
+        self._renew_at = math.inf
         self._logged_in = False
         self.mailbox = RequestMailbox(account.id, deps.registry, throttle)
         self._on_step = on_step
@@ -153,6 +161,13 @@ class AccountActor:
             self.deps.registry.publish(self._status)
         if self.handing_over and (self._status.state in HAND_OVER_NOW or "step" in changes):
             self._life.cancel()  # between steps: nothing in flight is lost
+        if self._renewal is not None:
+            if self._status.state in HAND_OVER_NOW:
+                self._renewal.deadline = self._renew_at  # idle: end the session when due
+            else:
+                self._renewal.deadline = math.inf  # a step in flight finishes first
+                if "step" in changes and trio.current_time() >= self._renew_at:
+                    self._renewal.cancel()
 
     def progress(self, step: Step) -> None:
         """One step done: metrics, the folder's progress in the status, the observer."""
@@ -334,23 +349,48 @@ class AccountActor:
     async def _session(self, body: Callable[[ImapSession], Awaitable[T]], *, park: bool) -> T:
         """Decrypt the password, log in and run `body` on the session.  Credentials that
         cannot work (no key opens the password, the server rejects the login) are recorded
-        as the health, then park the actor (`park`) or raise."""
+        as the health, then park the actor (`park`) or raise.  With `park` (serving), an
+        OAuth2 session ends shortly before its access token expires, at a step boundary,
+        and `body` starts again in a new session signed in with a refreshed token: no
+        error, no health change, not a restart."""
+        while True:
+            renewal = trio.CancelScope()
+            try:
+                with renewal:
+                    return await self._signed_in_session(body, park=park, renewal=renewal)
+            finally:
+                self._renewal, self._renew_at = None, math.inf
+            # only the renewal was cancelled (any other cancellation propagates from `with`)
+            log.info("account %d: OAuth2 access token about to expire; signing in again", self.account.id)
+            self.publish(step="signing in again (OAuth2 token renewal)")
+
+    async def _signed_in_session(self, body: Callable[[ImapSession], Awaitable[T]], *, park: bool,
+                                 renewal: trio.CancelScope) -> T:
         a = self.account
         settings = self.deps.settings
-        token = await account_store.get_password_encrypted(self.deps.db, a.id)
         try:
-            password = Cipher(settings.require_keys()).decrypt(token)
+            # the password, or an OAuth2 access token (refreshed when due, and once more
+            # when the server refuses it: `signed_in`)
+            credential = await stored_credential(self.deps.db, settings, a)
         except SecretError as exc:
             # retrying cannot help: wait (holding the lock) until the account or the keys change
             await self.health(hs.Event("error", str(exc)))
             if not park:
                 raise
             await self._park("waiting for a key that opens the password", str(exc))
+        except ImapAuthError as exc:  # OAuth2Revoked / OAuth2Error: the refresh was refused
+            log.warning("account %d: %s; waiting for new credentials", a.id, exc)
+            await self.health(hs.Event("auth_failed", str(exc)))
+            if not park:
+                raise
+            await self._park("waiting for new credentials", str(exc))
         try:
-            async with ImapSession.open(endpoint_of(a), password, timeout=settings.imap_timeout,
-                                        connect_timeout=settings.connect_timeout, gate=self.throttle,
-                                        on_command=self._count_command) as session:
-                del password
+            async with signed_in(self.deps.db, settings, a, credential=credential, gate=self.throttle,
+                                 on_command=self._count_command) as session:
+                if park and isinstance(credential, Bearer) and credential.expires_at is not None:
+                    self._renew_at = trio.current_time() + renewal_delay(credential.expires_at, now_utc())
+                    self._renewal = renewal
+                del credential
                 self._logged_in = True
                 self.mailbox.attach()
                 self.publish(step="logged in")

@@ -46,6 +46,7 @@ from actors.messages import Request
 from actors.pushes import NOTIFY_EVENTS, NotifyPushes, Pushed
 from mailbridge.aio.imap import ImapSession
 from mailbridge.errors import ImapCommandError
+from mailbridge.imap.quirks import POLL_REISSUE_SECONDS, polled
 from mailbridge.imap.responses import parse_exists_expunge, parse_select
 from mailbridge.store import folders as folder_store
 from mailbridge.store.db import Db
@@ -106,6 +107,7 @@ class Watch:
         self._inbox_recheck = False
         self._recheck: list[Folder] = []
         self._inbox_scanned_at = float("-inf")  # trio time of INBOX's last flag scan
+        self._polled = False  # seen to report news only when IDLE ends (DONE)
 
     # --- what the actor reports ----------------------------------------------------------
 
@@ -127,6 +129,16 @@ class Watch:
         if self.inbox is None or not session.has("IDLE") or self._idle_refused or not self.pushes.active:
             return NO_COVERAGE
         return Coverage(everything=True, inbox=self.inbox.id)
+
+    def _idle_seconds_for(self, session: ImapSession) -> float:
+        """How long one IDLE lasts: short where the server reports news only when
+        polled (its quirks, or seen so), else the setting (at most a quirk's limit)."""
+        quirks = session.quirks
+        if self._polled:
+            quirks = polled(quirks)
+        if quirks.idle_reissue_seconds is None:
+            return self.idle_seconds
+        return min(self.idle_seconds, quirks.idle_reissue_seconds)
 
     def _check_overflow(self, lines: Iterable[bytes | bytearray]) -> bool:
         """True (and NOTIFY given up) when `lines` say the server stopped notifying."""
@@ -153,10 +165,16 @@ class Watch:
             if event is None and self.inbox is None:
                 continue  # INBOX vanished: wait for requests until the next cycle
             if event is None:
-                until = min(deadline(), trio.current_time() + self.idle_seconds)
+                until = min(deadline(), trio.current_time() + self._idle_seconds_for(session))
                 self.on_idle("idling on INBOX (IMAP IDLE"
                              + (", NOTIFY for the other folders)" if self.pushes.active else ")"))
                 event = await self._idle_until(session, until)
+                if event is None and session.has_selected_news and not self._polled:
+                    # nothing was pushed during IDLE, yet DONE brought news: this server
+                    # reports only when polled, so IDLE is re-issued often from now on
+                    log.info("account %d: the server reports news only when IDLE ends; re-issuing "
+                             "IDLE every %g s", self.account_id, POLL_REISSUE_SECONDS)
+                    self._polled = True
             if event is not None:
                 return event
         return Due()
@@ -175,12 +193,15 @@ class Watch:
             self._check_overflow(lines)
             # news that came with another reply (a STATUS, a LIST, IDLE's DONE): the
             # server told once, so the NOOP does not tell again
-            if parse_exists_expunge(lines).changed or session.take_selected_news():
+            if (parse_exists_expunge(lines).changed or session.take_selected_news()
+                    or session.take_left_news(inbox.raw_name)):
                 return Push(True, why="news before IDLE")
             event = await self._recheck_visited()
             if event is None and session.take_selected_news():
                 return Push(True, why="news with a STATUS reply")
             return event
+        if session.take_left_news(inbox.raw_name):
+            return Push(True, why="news left behind by a SELECT")  # flags scanned without CONDSTORE
         if not session.condstore and trio.current_time() - self._inbox_scanned_at > INBOX_RESCAN:
             return Push(True, why="flag scan before IDLE")
         self._inbox_recheck = False
@@ -189,7 +210,8 @@ class Watch:
         if stored is None:
             self.inbox = None  # gone: the next cycle's LIST says what became of it
             return None
-        if (info.uidnext != stored.uidnext or info.exists != stored.server_message_count
+        if (session.take_left_news(inbox.raw_name)  # news a re-SELECT swallowed (FETCH FLAGS)
+                or info.uidnext != stored.uidnext or info.exists != stored.server_message_count
                 or (info.highestmodseq is not None and info.highestmodseq != stored.highestmodseq)):
             return Push(True, why="changed while not idling", recheck=False)
         return await self._recheck_visited()

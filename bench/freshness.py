@@ -10,6 +10,11 @@ with a separate IMAP client and prints the delay until the mirror shows it:
     new mail / flag set / delete, in INBOX and in "Archive" (non-priority)
 
     .venv/bin/python bench/freshness.py [--poll 60] [--dsn postgresql://...] [--only condstore|notify|plain]
+                                        [--server dovecot|cyrus|courier|all]
+
+`--server cyrus|courier` runs the same table on a private Cyrus IMAP (CONDSTORE/QRESYNC,
+no NOTIFY, no idled) or Courier-IMAP (no CONDSTORE, IMAP_ENHANCEDIDLE=0) instead
+(`mailbridge.testing.servers`); `all` runs every kind.
 
 Targets (issue 4): INBOX new mail <= 5 s; any folder new mail <= 60 s; flag change and
 delete in any folder <= 60 s with CONDSTORE/QRESYNC, <= 10 min without.
@@ -59,15 +64,17 @@ def wait_until(dsn: str, sql: str, args: tuple, predicate, timeout: float) -> fl
     return None
 
 
-def measure(server: DovecotServer, label: str, base_dsn: str, poll: float, timeout: float) -> list[tuple]:
+def measure(server, label: str, base_dsn: str, poll: float, timeout: float) -> list[tuple]:
     user = server.add_user()
+    spell = getattr(server, "folder", lambda name: name)  # "INBOX.Archive" on Courier
+    archive = spell("Archive")
     with MailboxClient(server, user) as client:
-        client.create("Archive")
+        client.create(archive)
         client.append_many("INBOX", list(corpus(200, seed=1)))
-        client.append_many("Archive", list(corpus(200, seed=2)))
+        client.append_many(archive, list(corpus(200, seed=2)))
         for n in range(8):  # other non-priority folders compete for the round robin
-            client.create(f"Folder{n}")
-            client.append_many(f"Folder{n}", list(corpus(20, seed=10 + n)))
+            client.create(spell(f"Folder{n}"))
+            client.append_many(spell(f"Folder{n}"), list(corpus(20, seed=10 + n)))
     name = f"mb_fresh_{secrets.token_hex(4)}"
     run_with_loop(execute_once, base_dsn, f'CREATE DATABASE "{name}"')
     dsn = with_database(base_dsn, name)
@@ -96,7 +103,7 @@ def measure(server: DovecotServer, label: str, base_dsn: str, poll: float, timeo
         flags_of = ("SELECT m.flags FROM messages m JOIN folders f ON f.id = m.folder_id "
                     "WHERE f.name = $1 AND m.uid = $2")
         rng = random.Random(3)
-        for folder in ("INBOX", "Archive"):
+        for folder in ("INBOX", archive):
             with MailboxClient(server, user) as client:
                 before = run_with_loop(query, dsn, count_in, folder)
                 client.append(folder, make_message(90_000 + len(results), rng=rng))
@@ -128,7 +135,8 @@ def main() -> None:
     parser.add_argument("--dsn", default=os.environ.get("DATABASE_URL_TEST"),
                         help="a Postgres server to create a throwaway database on (default DATABASE_URL_TEST)")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up on one change after this long")
-    parser.add_argument("--only", choices=("condstore", "notify", "plain"))
+    parser.add_argument("--only", choices=("condstore", "notify", "plain"), help="which Dovecot (default all three)")
+    parser.add_argument("--server", choices=("dovecot", "cyrus", "courier", "all"), default="dovecot")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="mbfresh-dovecot-"))
     pg_base = None
@@ -140,9 +148,22 @@ def main() -> None:
         dsn = start_embedded(pg_base, database="postgres")
     rows: list[tuple] = []
     try:
+        for kind in ("cyrus", "courier"):
+            if args.server not in (kind, "all"):
+                continue
+            from mailbridge.testing.servers import CourierServer, CyrusServer, ensure_unpacked
+
+            ensure_unpacked(kind)
+            other = (CyrusServer if kind == "cyrus" else CourierServer)(Path(tempfile.mkdtemp(prefix=f"mbfresh-{kind}-")))
+            other.start()
+            try:
+                rows += measure(other, kind, dsn, args.poll, args.timeout)
+            finally:
+                other.stop()
+                shutil.rmtree(other.base_dir, ignore_errors=True)
         for label, disabled, list_index in (("condstore", (), False), ("notify", (), True),
                                             ("plain", ("CONDSTORE", "QRESYNC"), False)):
-            if args.only and args.only != label:
+            if (args.only and args.only != label) or args.server not in ("dovecot", "all"):
                 continue
             server = DovecotServer(base / label, disable_capabilities=disabled, list_index=list_index)
             server.start()

@@ -12,6 +12,7 @@ from typing import Any
 
 from mailbridge.aio.imap import ImapEndpoint, ImapSession
 from mailbridge.config import Settings
+from mailbridge.credentials import Bearer, Credential
 from mailbridge.errors import AccountLimitReached, InvalidInput
 from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
@@ -71,8 +72,9 @@ class LoginReport:
     capabilities: frozenset[str]
 
 
-async def test_login(endpoint: ImapEndpoint, password: str, settings: Settings) -> LoginReport:
-    """Connect, log in, log out; raises the IMAP error types on failure."""
+async def test_login(endpoint: ImapEndpoint, password: "str | Credential", settings: Settings) -> LoginReport:
+    """Connect, log in (a password, or a Bearer: AUTHENTICATE), log out; raises the IMAP
+    error types on failure."""
     async with ImapSession.open(endpoint, password, timeout=settings.imap_timeout,
                                 connect_timeout=settings.connect_timeout) as session:
         return LoginReport(capabilities=session.capabilities)
@@ -93,11 +95,50 @@ async def add_account(db: Db, settings: Settings, new: NewAccount, password: str
     return await account_store.insert(db, new, cipher.encrypt(password), limit=settings.max_accounts)
 
 
+async def add_oauth2_account(db: Db, settings: Settings, new: NewAccount, client_name: str,
+                             refresh_token: str) -> int:
+    """Refresh once with the client (proving the refresh token), test AUTHENTICATE with
+    the access token, then save the account with its tokens encrypted; returns the id.
+    InvalidInput for an unknown client or an empty token; OAuth2Revoked when the token
+    endpoint refuses the refresh token."""
+    from mailbridge.oauth2.tokens import refresh
+    from mailbridge.store import oauth2 as oauth2_store
+
+    refresh_token = refresh_token.strip()
+    if not refresh_token:
+        raise InvalidInput("invalid account: refresh_token: must not be empty", {"refresh_token": "must not be empty"})
+    client = await oauth2_store.get_client(db, client_name)
+    existing = await account_store.count(db)
+    if existing >= settings.max_accounts:
+        raise AccountLimitReached(
+            f"mailbridge already has {existing} accounts, the limit (MAILBRIDGE_MAX_ACCOUNTS="
+            f"{settings.max_accounts}); remove one or raise the limit"
+        )
+    cipher = Cipher(settings.require_keys())
+    secret_ct = await oauth2_store.get_client_secret_encrypted(db, client.id)
+    secret = cipher.decrypt(secret_ct) if secret_ct is not None else None
+    grant = await refresh(client.token_url, client.client_id, secret, refresh_token,
+                          scopes=client.scopes, timeout=settings.connect_timeout)
+    await test_login(endpoint_of(new), Bearer(new.imap_username, grant.access_token), settings)
+    kept = grant.refresh_token or refresh_token
+    async with db.transaction() as tx:
+        # no password: an empty one, encrypted, keeps the column's promise (always decryptable)
+        account_id = await account_store.insert(tx, new, cipher.encrypt(""), limit=settings.max_accounts)
+        await oauth2_store.set_account_oauth2(tx, account_id, client.id, cipher.encrypt(kept),
+                                              cipher.encrypt(grant.access_token), grant.expires_at)
+    return account_id
+
+
 async def rotate_keys(db: Db, settings: Settings) -> int:
-    """Re-encrypt every stored password under the newest key; returns how many."""
+    """Re-encrypt every stored secret (passwords, OAuth2 client secrets, refresh and
+    access tokens) under the newest key; returns how many accounts' passwords."""
+    from mailbridge.store import oauth2 as oauth2_store
+
     cipher = Cipher(settings.require_keys())
     async with db.transaction() as tx:
         rows = await account_store.all_ciphertexts(tx)
         for account_id, token in rows:
             await account_store.set_ciphertext(tx, account_id, cipher.rotate(token))
+        for table, row_id, column, secret in await oauth2_store.all_ciphertexts(tx):
+            await oauth2_store.set_ciphertext(tx, table, row_id, column, cipher.rotate(secret))
     return len(rows)

@@ -67,7 +67,7 @@ def _read_password(args: argparse.Namespace, interactive: bool) -> str:
 
 def _is_interactive(args: argparse.Namespace) -> bool:
     """`accounts add` asks for what is missing: on a terminal, unless --password-stdin."""
-    return sys.stdin.isatty() and not args.password_stdin
+    return sys.stdin.isatty() and not args.password_stdin and not getattr(args, "oauth2", None)
 
 
 def _given_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -89,7 +89,9 @@ def check_accounts_add(args: argparse.Namespace) -> None:
     missing = [f"--{k}" for k in ("email", "host") if not fields[k]]
     if missing:
         raise UsageError(f"missing {', '.join(missing)} (or run `mailbridge accounts add` on a terminal)")
-    if not args.password_stdin:
+    if args.oauth2 and not args.refresh_token_stdin:
+        raise UsageError("--oauth2 needs --refresh-token-stdin (the refresh token on standard input)")
+    if not args.password_stdin and not args.oauth2:
         raise UsageError("no password given: pass --password-stdin and write it to standard input")
     validate(fields)
 
@@ -107,6 +109,17 @@ async def cmd_accounts_add(ctx: Context, args: argparse.Namespace) -> int:
         fields["port"] = fields["port"] or _prompt("IMAP port", str(DEFAULT_PORTS.get(fields["tls"], 993)))
         fields["username"] = fields["username"] or _prompt("IMAP username", fields["email"])
     new = validate(fields)
+    if args.oauth2:
+        from mailbridge.accountops import add_oauth2_account
+
+        refresh_token = sys.stdin.readline().rstrip("\r\n")
+        print(f"refreshing with OAuth2 client {args.oauth2!r} and testing sign-in to {new.imap_host}:"
+              f"{new.imap_port} ({new.imap_tls}) as {new.imap_username} ...", flush=True)
+        async with Database.connect(ctx.dsn, max_size=2) as db:
+            account_id = await add_oauth2_account(db, ctx.settings, new, args.oauth2, refresh_token)
+        print(f"sign-in ok; added account {account_id} ({new.email})")
+        print(account_id)
+        return 0
     password = _read_password(args, interactive)
     print(f"testing login to {new.imap_host}:{new.imap_port} ({new.imap_tls}) as {new.imap_username} ...",
           flush=True)
@@ -199,16 +212,16 @@ async def cmd_accounts_remove(ctx: Context, args: argparse.Namespace) -> int:
 async def cmd_accounts_test(ctx: Context, args: argparse.Namespace) -> int:
     from mailbridge.accountops import endpoint_of, test_login
     from mailbridge.aio.db import Database
-    from mailbridge.secrets import Cipher
     from mailbridge.store import accounts as account_store
+
+    from mailbridge.oauth2.signin import stored_credential
 
     async with Database.connect(ctx.dsn, max_size=2) as db:
         account = await account_store.get(db, args.id)
-        token = await account_store.get_password_encrypted(db, args.id)
-    password = Cipher(ctx.settings.require_keys()).decrypt(token)
+        credential = await stored_credential(db, ctx.settings, account)  # password or OAuth2 token
     endpoint = endpoint_of(account)
     print(f"testing login to {endpoint.describe()} as {account.imap_username} ...", flush=True)
-    report = await test_login(endpoint, password, ctx.settings)
+    report = await test_login(endpoint, credential, ctx.settings)
     wanted = ("IDLE", "CONDSTORE", "QRESYNC", "SPECIAL-USE", "MOVE", "UIDPLUS")
     offered = [c for c in wanted if c in report.capabilities]
     print(f"login ok; server offers {', '.join(offered) or 'none of ' + ', '.join(wanted)}")
@@ -291,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls", choices=("tls", "starttls", "none"), help="transport security (default tls)")
     p.add_argument("--username", help="login name (default: the email address)")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--oauth2", metavar="CLIENT", help="sign in with OAuth2 through this client (oauth2 add)")
+    p.add_argument("--refresh-token-stdin", action="store_true",
+                   help="with --oauth2: read the refresh token from standard input")
     p.add_argument("--insecure-skip-verify", action="store_true",
                    help="do not verify the server's TLS certificate (self-signed test servers only)")
     p.set_defaults(check=check_accounts_add)
@@ -306,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("reset", cmd_accounts_reset, "forget sync state so the next cycle re-syncs", acc)
     p.add_argument("id", type=int)
     p.add_argument("--folder", metavar="NAME", help="only this folder")
+
+    from mailbridge.oauth2.commands import add_parsers as add_oauth2_parsers
+
+    add_oauth2_parsers(command, sub)
 
     keys = sub.add_parser("keys", help="manage the credential encryption keys", description="encryption keys")
     ks = keys.add_subparsers(dest="keys_command", metavar="ACTION")

@@ -102,6 +102,24 @@ class ImapAuthError(ImapError):
         self.code = code
 
 
+class OAuth2Error(ImapAuthError):
+    """An OAuth2 access token could not be had: the token endpoint refused the refresh
+    or cannot be reached.  `error`: the endpoint's RFC 6749 error code when it gave one."""
+
+    def __init__(self, message: str, error: str | None = None) -> None:
+        super().__init__(message, None)
+        self.error = error
+
+
+class OAuth2Revoked(OAuth2Error):
+    """The refresh token was refused (``invalid_grant``: revoked, expired, or the client
+    changed): no retry helps until new credentials are stored."""
+
+
+class OAuth2Unavailable(ImapConnectError):
+    """The token endpoint could not be reached or failed (network, 5xx): retry later."""
+
+
 class ImapThrottled(ImapError):
     """The server refused a command because we send too many (Office 365's "Request is
     throttled. Suggested Backoff Time: N milliseconds").  Wait `retry_after` seconds

@@ -360,18 +360,14 @@ async def verify_account(db: Db, settings: Settings, account_id: int) -> VerifyR
 
     Raises AccountNotFound, SecretError and the IMAP error types (auth, connect, ...).
     """
-    from mailbridge.accountops import endpoint_of
     from mailbridge.imap.throttle import Throttle
-    from mailbridge.secrets import Cipher
+    from mailbridge.oauth2.signin import signed_in
     from mailbridge.store import accounts as account_store
 
     account = await account_store.get(db, account_id)
-    token = await account_store.get_password_encrypted(db, account_id)
-    password = Cipher(settings.require_keys()).decrypt(token)
     throttle = Throttle(settings.commands_per_minute)
-    async with ImapSession.open(endpoint_of(account), password, timeout=settings.imap_timeout,
-                                connect_timeout=settings.connect_timeout, gate=throttle) as session:
-        del password
+    # the password or an OAuth2 access token (refreshed when due)
+    async with signed_in(db, settings, account, gate=throttle) as session:
         verifier = _Verifier(db, session, settings, account)
         order, looks = await verifier.look_all()
         suspects = {name: look for name, look in looks.items() if look.is_drift}

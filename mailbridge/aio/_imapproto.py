@@ -116,6 +116,26 @@ class _LoginCommand(_aio.Command):
     __str__ = __repr__
 
 
+class _AuthenticateCommand(_aio.Command):
+    """AUTHENTICATE <mechanism> [initial response]; its repr hides the response.
+    `pending`: what to send at the server's first ``+`` when SASL-IR was not used; after
+    that every ``+`` (an error challenge) is answered with an empty line, which makes the
+    server send its tagged NO instead of waiting."""
+
+    def __init__(self, tag: str, mechanism: str, initial: str, *, sasl_ir: bool, loop: Any) -> None:
+        args = (mechanism, initial) if sasl_ir else (mechanism,)
+        super().__init__("AUTHENTICATE", tag, *args, loop=loop)
+        self.pending: str | None = None if sasl_ir else initial
+
+    def wire(self) -> str:
+        return _aio.Command.__repr__(self)
+
+    def __repr__(self) -> str:
+        return f"{self.tag} AUTHENTICATE {self.args[0]}" + (f" {MASK}" if len(self.args) > 1 else "")
+
+    __str__ = __repr__
+
+
 class LinearProtocol(_aio.IMAP4ClientProtocol):
     """The aioimaplib protocol with linear-time response handling, hardened."""
 
@@ -128,13 +148,14 @@ class LinearProtocol(_aio.IMAP4ClientProtocol):
     _discard = 0  # bytes of a cut literal still to drop (generic path)
     _fast_keep = 0  # bytes of the literal arriving on the fast path still to keep
     _unsolicited_bytes = 0  # the size of `unsolicited`
-    _login: "_LoginCommand | None" = None
+    _login: "_LoginCommand | _AuthenticateCommand | None" = None
     _bye: bytes | None = None
     incomplete_line: bytes  # aioimaplib's (untyped there)
     pending_sync_command: _aio.Command | None
 
     def __init__(self, loop: Any, conn_lost_cb: Callable[[Optional[Exception]], None] | None = None) -> None:
         super().__init__(loop, conn_lost_cb)
+        self.greeting = b""
         self.failure: ImapError | None = None  # why this connection was dropped by us
         self._partial = bytearray()  # a line still without its CRLF
         self.greeted: asyncio.Future[None] = (loop if loop is not None else _aio.get_running_loop()).create_future()
@@ -280,6 +301,7 @@ class LinearProtocol(_aio.IMAP4ClientProtocol):
 
     def _greet(self, line: bytes) -> None:
         head = line[:10].upper()
+        self.greeting = bytes(line[:300])  # the server's greeting line (quirks are keyed by it)
         if head.startswith(b"* OK") or head.startswith(b"* PREAUTH"):
             self.state = _aio.AUTH if head.startswith(b"* PREAUTH") else _aio.NONAUTH
             task = asyncio.ensure_future(self._after_greeting())
@@ -332,6 +354,29 @@ class LinearProtocol(_aio.IMAP4ClientProtocol):
         if response.result == "OK":
             self.state = _aio.AUTH
         return response
+
+    @_aio.change_state
+    async def authenticate(self, mechanism: str, initial: str, *, sasl_ir: bool) -> _aio.Response:
+        """AUTHENTICATE with one client response (OAUTHBEARER, XOAUTH2); the response is
+        never in the command's text outside the wire.  A server challenge after it (an
+        error report) is answered with an empty line, so this ends with the tagged reply."""
+        command = _AuthenticateCommand(self.new_tag(), mechanism, initial, sasl_ir=sasl_ir, loop=self.loop)
+        self._login = command
+        try:
+            response = await self.execute(command, scrub=initial)
+        finally:
+            self._login = None
+        if response.result == "OK":
+            self.state = _aio.AUTH
+        return response
+
+    def _continuation(self, line: bytes) -> None:
+        command = self.pending_sync_command
+        if isinstance(command, _AuthenticateCommand):
+            answer, command.pending = command.pending or "", None
+            self.transport.write(f"{answer}\r\n".encode())
+            return
+        super()._continuation(line)
 
     def send(self, line: str, scrub: str | None = None) -> None:
         """Write a command line; its log line is redacted (aioimaplib's `scrub` misses a

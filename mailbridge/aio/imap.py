@@ -45,7 +45,9 @@ from mailbridge.errors import (
     ImapUnavailable,
     UnusableMailboxName,
 )
+from mailbridge.credentials import Bearer, Credential, Password, choose_mechanism, oauthbearer_response, xoauth2_response
 from mailbridge.imap.codes import LOGIN_TRANSIENT_CODES, response_code, throttle_hint, too_many_connections
+from mailbridge.imap.quirks import ServerQuirks, quirks_for
 
 CLEANUP_TIMEOUT = 5.0
 TLS_MODES = ("tls", "starttls", "none")
@@ -255,6 +257,7 @@ class ImapSession:
         self._selected_readonly = False
         self._pushes: list[bytes] = []  # those lines, kept for `take_pushes`
         self._selected_news = False  # news about the selected mailbox came with another reply
+        self._left_with_news: set[str] = set()  # mailboxes left (SELECT) with such news untaken
         self._lost: list[BaseException | None] = []
         self._lost_event = trio.Event()
         self._not_before = 0.0  # trio time before which no command is sent (a throttle hint)
@@ -266,7 +269,7 @@ class ImapSession:
     async def open(
         cls,
         endpoint: ImapEndpoint,
-        password: str,
+        password: "str | Credential",
         *,
         timeout: float = 60.0,
         connect_timeout: float = 20.0,
@@ -288,10 +291,14 @@ class ImapSession:
             await gate.acquire()
         if on_command is not None:
             on_command("CAPABILITY")
-        with holding(password):
+        credential = Password(password) if isinstance(password, str) else password
+        with holding(credential.secret):
             session = await cls._connect(endpoint, timeout, connect_timeout, gate, on_command)
             try:
-                await session._login(password)
+                if isinstance(credential, Bearer):
+                    await session._authenticate(credential)
+                else:
+                    await session._login(credential.secret)
                 yield session
             finally:
                 await session.close()
@@ -358,6 +365,36 @@ class ImapSession:
         with map_exceptions(_STARTTLS_ERRORS, During(self.endpoint, limit=connect_timeout)):
             with trio.fail_after(connect_timeout):
                 await call(upgrade)
+        await self.refresh_capabilities()
+
+    async def _authenticate(self, bearer: Bearer) -> None:
+        """AUTHENTICATE OAUTHBEARER (preferred) or XOAUTH2 with the access token, with
+        SASL-IR when offered; ImapAuthError when neither is offered or the token is
+        refused (the server's error challenge is answered, so this never hangs)."""
+        mechanism = choose_mechanism(self.capabilities)
+        if mechanism is None:
+            raise ImapAuthError(
+                f"{self.endpoint.describe()} offers neither AUTH=OAUTHBEARER nor AUTH=XOAUTH2: "
+                "it cannot sign in with OAuth2; use a password")
+        if _CONTROL.search(bearer.user) or _CONTROL.search(bearer.token):
+            raise ImapAuthError(f"the OAuth2 user or token for {self.endpoint.describe()} holds a line break or NUL")
+        initial = (oauthbearer_response(bearer.user, bearer.token, self.endpoint.host, self.endpoint.port)
+                   if mechanism == "OAUTHBEARER" else xoauth2_response(bearer.user, bearer.token))
+        await self._before("AUTHENTICATE")
+        with holding(initial), map_exceptions(_LOGIN_ERRORS, During(self.endpoint, "AUTHENTICATE", self.timeout)):
+            with trio.fail_after(self.timeout):
+                response = await self._unless_lost(self._proto.authenticate, mechanism, initial,
+                                                   sasl_ir="SASL-IR" in self.capabilities)
+        if response.result != "OK":
+            tagged = [bytes(x) for x in response.lines if not bytes(x).startswith(b"+")]
+            detail = redact(tagged[-1].decode("utf-8", "replace"), bearer.token, initial) if tagged else ""
+            refusal = self._refusal("AUTHENTICATE", detail, login=True)
+            if refusal is not None:
+                raise refusal
+            raise ImapAuthError(
+                f"OAuth2 sign-in ({mechanism}) failed for {bearer.user!r} at {self.endpoint.describe()}: {detail}",
+                response_code(detail),
+            )
         await self.refresh_capabilities()
 
     async def _login(self, password: str) -> None:
@@ -488,6 +525,15 @@ class ImapSession:
         news, self._selected_news = self._selected_news, False
         return news
 
+    def take_left_news(self, raw_name: str) -> bool:
+        """Whether `raw_name` was left for another mailbox while news about it (from
+        `take_selected_news`'s sources) was untaken: without CONDSTORE a new SELECT does
+        not show a flag change, so the caller scans it.  Told once."""
+        if raw_name in self._left_with_news:
+            self._left_with_news.discard(raw_name)
+            return True
+        return False
+
     def take_pushes(self) -> list[bytes]:
         """The NOTIFY STATUS and LIST lines that came with command responses (or between
         commands) since the last call; empty unless `notifying`."""
@@ -556,13 +602,30 @@ class ImapSession:
         return capability.upper() in self.capabilities
 
     @property
+    def greeting(self) -> str:
+        """The server's greeting line (as text, at most 300 bytes of it)."""
+        return bytes(getattr(self._proto, "greeting", b"")).decode("utf-8", "replace").strip()
+
+    @property
+    def quirks(self) -> ServerQuirks:
+        """What is known about this server (`mailbridge.imap.quirks`), by host, greeting
+        and the current capabilities."""
+        return quirks_for(self.endpoint.host, self.greeting, self.capabilities)
+
+    @property
+    def has_selected_news(self) -> bool:
+        """Whether `take_selected_news` would say True now (without clearing it)."""
+        return self._selected_news
+
+    @property
     def condstore(self) -> bool:
         """Whether mod-sequences are on (CONDSTORE, or QRESYNC which implies it)."""
         return bool(self.enabled & {"CONDSTORE", "QRESYNC"})
 
     async def enable(self, *capabilities: str) -> frozenset[str]:
         """ENABLE what the server offers of `capabilities`; returns what got enabled."""
-        wanted = [c for c in capabilities if self.has(c)]
+        wanted = [c for c in capabilities if self.has(c)
+                  and not (c.upper() == "QRESYNC" and self.quirks.qresync_broken)]
         if not wanted or not self.has("ENABLE"):
             return self.enabled
         response = await self.command("ENABLE", *wanted, check=False)
@@ -607,6 +670,8 @@ class ImapSession:
             args.append(f"(QRESYNC ({qresync[0]} {qresync[1]}))")
         elif condstore and self.has("CONDSTORE"):
             args.append("(CONDSTORE)")
+        if self._selected_news and self._selected is not None:
+            self._left_with_news.add(self._selected)  # a FETCH FLAGS a re-SELECT would not repeat
         self._selected = None  # whatever the outcome, the previous mailbox is left
         self._selected_news = False
         response = await self.command(name, *args, check=False)
@@ -740,12 +805,22 @@ class ImapSession:
     async def _finish_idle(self, task: asyncio.Future | None) -> None:
         proto = self._proto
 
+        late: list[bytes] = []
+
         async def done() -> None:
+            command = proto.pending_sync_command
             if proto.has_pending_idle_command():
                 await proto.wait_for_idle_response()  # DONE only once the server idles
+                command = proto.pending_sync_command
                 proto.idle_done()
             if task is not None:
                 await task
+            # what came after DONE, before the tagged OK (Cyrus and Courier report news
+            # only here): aioimaplib leaves it in the command's buffer, never queued
+            buffer = getattr(command, "buffer", None)
+            if isinstance(buffer, builtins.list):
+                late.extend(bytes(line) for line in buffer)
+                buffer.clear()
 
         try:
             if self._lost:
@@ -761,6 +836,10 @@ class ImapSession:
             if self.notifying:
                 self._keep_pushes(lines)
             self._note_selected_news(lines)
+        if late:
+            if self.notifying:
+                self._keep_pushes(late)
+            self._note_selected_news(late)
 
     # --- closing -----------------------------------------------------------------------
 

@@ -487,6 +487,7 @@ class DovecotServer:
         list_index: bool = False,
         max_clients: int = 0,
         start_timeout: float = _START_TIMEOUT,
+        oauth2_introspection_url: str | None = None,
     ) -> None:
         if separator not in (".", "/"):
             raise ValueError("separator must be '.' or '/'")
@@ -500,6 +501,9 @@ class DovecotServer:
         self.list_index = list_index
         self.max_clients = max_clients
         self.start_timeout = start_timeout
+        #: when set, OAUTHBEARER/XOAUTH2 tokens are validated by RFC 7662 introspection
+        #: there (passdb oauth2, after the passwd-file passdb); passwords keep working
+        self.oauth2_introspection_url = oauth2_introspection_url
 
         self.conf_path = self.base_dir / "dovecot.conf"
         self.run_dir = self.base_dir / "run"
@@ -1082,7 +1086,19 @@ class DovecotServer:
             scale_conf=_scale_conf(self.max_clients),
             extra_conf=self.extra_conf,
         )
+        if self.oauth2_introspection_url:
+            text += self._oauth2_conf()
         self.conf_path.write_text(text, "utf-8")
+
+    def _oauth2_conf(self) -> str:
+        """The oauth2 passdb (introspection by POST) and the OAuth2 SASL mechanisms."""
+        ext = self.base_dir / "dovecot-oauth2.conf.ext"
+        ext.write_text(
+            f"introspection_mode = post\nintrospection_url = {self.oauth2_introspection_url}\n"
+            "username_attribute = username\nactive_attribute = active\nactive_value = true\n", "utf-8")
+        return ("\n# --- OAuth2 (mailbridge.testing.oauth2_server) ---\n"
+                "auth_mechanisms = plain login oauthbearer xoauth2\n"
+                f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {ext}\n}}\n")
 
     def _probe_capabilities(self) -> tuple[str, ...]:
         """Dovecot's default post-login capability list, minus disable_capabilities.

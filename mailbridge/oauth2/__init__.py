@@ -1,0 +1,1 @@
+"""OAuth2 sign-in: token refresh (`tokens`), client presets (`presets`)."""

@@ -1,0 +1,22 @@
+"""Well-known OAuth2 providers' endpoints and IMAP scopes (`oauth2 add --preset`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    token_url: str
+    authorize_url: str
+    scopes: str
+
+
+PRESETS: dict[str, Preset] = {
+    "google": Preset("https://oauth2.googleapis.com/token",
+                     "https://accounts.google.com/o/oauth2/v2/auth",
+                     "https://mail.google.com/"),
+    "microsoft": Preset("https://login.microsoftonline.com/common/oauth2/v2.0/token",
+                        "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+                        "https://outlook.office.com/IMAP.AccessAsUser.All offline_access"),
+}
