@@ -41,7 +41,9 @@ from mailbridge.sync.account import SyncTotals, sync_folder_steps
 from mailbridge.sync.discover import discover_folders, skipped_problem
 from mailbridge.sync.folder import Step, parked_problem
 from mailbridge.sync.planner import (
+    FLAG_SCAN_BUDGET,
     NO_COVERAGE,
+    NO_SCAN_BUDGET,
     Coverage,
     CyclePlan,
     FolderWork,
@@ -78,9 +80,16 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def inbox_of(folders: Sequence[Folder]) -> Folder | None:
-    """The folder to IDLE on: INBOX, when included and not parked."""
-    return next((f for f in folders if f.name == "INBOX" and not f.excluded and not f.parked), None)
+def watched_folder(folders: Sequence[Folder]) -> Folder | None:
+    """The folder to IDLE on, when included and not parked: INBOX, or on Gmail (where
+    INBOX is a label view, see `mailbridge.sync.discover`) All Mail, where every label
+    change and new message shows."""
+    gmail = any(f.gmail_view is not None for f in folders)
+    return next((f for f in folders if (f.special_use == "\\All" if gmail else f.name == "INBOX")
+                 and not f.excluded and not f.parked), None)
+
+
+inbox_of = watched_folder  # the name the watch and serving use
 
 
 class Visits:
@@ -107,7 +116,8 @@ class Visits:
 
     async def cycle(self, *, light: bool = False, coverage: Coverage = NO_COVERAGE) -> CycleOutcome:
         """A tick's cycle, or a light one: only folders that are new or whose STATUS
-        changed, no scans, no reconciles, no retention.  Either starts with LIST; the
+        changed and, without CONDSTORE, the tick's flag scans of the other folders again
+        (`plan_light`); no reconciles, no retention.  Either starts with LIST; the
         folders `coverage` covers get only their work on its own clock (no visit or STATUS
         otherwise)."""
         s = self.settings
@@ -115,16 +125,21 @@ class Visits:
         folders = await self._folders(discover_now=self._last_discovery is None
                                       or t0 - self._last_discovery >= self.rediscover)
         covered = coverage.of(folders)
+        condstore = self.session.condstore
+        # without CONDSTORE nothing cheap shows a flag change: the small folders are all
+        # scanned each tick and each light cycle (`FLAG_SCAN_BUDGET`), the others take turns
+        sizes = {} if condstore else await folder_store.server_counts(self.db, self.account.id)
         plan = plan_cycle(
             folders, now=now_utc(), offset=self._rr_offset, status_offset=self._status_offset,
             folders_per_tick=s.folders_per_tick, status_per_tick=s.status_checks_per_tick,
-            scans_per_tick=s.flag_scans_per_tick, condstore=self.session.condstore,
+            scans_per_tick=s.flag_scans_per_tick, condstore=condstore,
             reconcile_every=timedelta(hours=s.reconcile_hours),
             reconcile_jitter=timedelta(minutes=s.reconcile_jitter_minutes),
             tick=timedelta(seconds=s.poll_seconds), flag_scan_every=timedelta(hours=s.flag_scan_hours),
-            covered=covered)
+            covered=covered, scan_budget=NO_SCAN_BUDGET if condstore else FLAG_SCAN_BUDGET, sizes=sizes)
         if light:
-            plan = plan_light(plan, folders, status_per_tick=s.status_checks_per_tick, covered=covered)
+            plan = plan_light(plan, folders, status_per_tick=s.status_checks_per_tick, covered=covered,
+                              scans=not condstore)
         else:
             self._rr_offset, self._status_offset = plan.next_offset, plan.next_status_offset
         totals, visited = await self._run(plan, folders, expire=not light)
@@ -286,4 +301,4 @@ class Visits:
             log.info("account %d: %d message(s) older than %d days left the mirror", self.account.id, total, days)
 
 
-__all__ = ["CycleOutcome", "Reporter", "Visits", "inbox_of", "now_utc"]
+__all__ = ["CycleOutcome", "Reporter", "Visits", "inbox_of", "now_utc", "watched_folder"]

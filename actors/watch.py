@@ -12,21 +12,29 @@ event              when
 =================  ===========================================================
 
 Before each IDLE, INBOX is made current.  Still selected: a NOOP collects what the
-server queued since (flag changes included), and news that came with another reply
-(`ImapSession.take_selected_news`: a STATUS's, a LIST's, IDLE's DONE) is visited too.  Otherwise SELECT and compare UIDNEXT,
-EXISTS and HIGHESTMODSEQ with what the last visit stored; without CONDSTORE that cannot
-show flag changes made since INBOX was last scanned, so it is scanned first (at most
-every `INBOX_RESCAN` seconds).  Where the server offers NOTIFY it is set once per session,
-so a change in any other included folder ends the IDLE too; NOTIFY's STATUS pushes that
-came inside other commands' responses are returned first.  News sent while a push visit
-ran came inside that visit's responses, where nothing reads it: so after a push visit,
-the visited folders are compared with the server once more (INBOX by SELECT, the others
-by STATUS), once.
+server queued since (flag changes included; none right after a quiet IDLE on a server
+that reports only when polled: what it queued came with DONE), and news that came with
+another reply (`ImapSession.take_selected_news`: a STATUS's, a LIST's, a stray one in a
+visit's FETCH or SEARCH, IDLE's DONE) is visited too.  Otherwise SELECT and compare
+UIDNEXT, EXISTS and HIGHESTMODSEQ with what the last visit stored; without CONDSTORE
+that cannot show flag changes made since INBOX was left, so it is scanned first (at most
+every `INBOX_RESCAN` seconds: when one ran less than that before, the next is owed and
+runs once that has passed, the IDLE ending then).  Where the server offers NOTIFY it is
+set once per session, so a change in any other included folder ends the IDLE too;
+NOTIFY's STATUS pushes that came inside other commands' responses are returned first,
+then the other folders a visit left while news about them had come inside its replies
+(`ImapSession.left_news`).  News sent while a push visit ran came inside that visit's
+responses, where nothing may read it: so after a push visit, the visited folders are
+compared with the server once more, once: INBOX by SELECT with CONDSTORE
+(HIGHESTMODSEQ), by NOOP without it while still selected (a re-SELECT would drop the
+`FETCH (FLAGS)` a server that reports only when polled, Courier, still holds), the
+others by STATUS.
 
 What the watch covers (`coverage`) tells the actor which folders need no periodic
 checks: with NOTIFY set, every folder but INBOX; without it none.  INBOX, the folder IDLE
 watches, is never covered (news about the selected mailbox inside other commands'
-replies is not applied), so the cycles keep visiting it.  When NOTIFY is first set, every
+replies is applied only where it can be told from their answers), so the cycles keep
+visiting it.  When NOTIFY is first set, every
 covered folder is compared by STATUS once (what changed before NOTIFY was never pushed);
 after a cycle visited covered folders, those (`visited`).  A server that refuses NOTIFY,
 or announces NOTIFICATIONOVERFLOW (it stopped notifying), covers nothing from then on,
@@ -108,6 +116,12 @@ class Watch:
         self._recheck: list[Folder] = []
         self._inbox_scanned_at = float("-inf")  # trio time of INBOX's last flag scan
         self._polled = False  # seen to report news only when IDLE ends (DONE)
+        # INBOX was re-entered without a flag scan (one ran less than INBOX_RESCAN before):
+        # one is due when that has passed (servers without CONDSTORE)
+        self._scan_owed = False
+        # the last command was a quiet IDLE's DONE on a server that reports only when
+        # polled: what it queued came with DONE, so no NOOP before the next IDLE
+        self._told_by_done = False
 
     # --- what the actor reports ----------------------------------------------------------
 
@@ -115,6 +129,7 @@ class Watch:
         """INBOX was visited (`scanned`: its flags too); `recheck` it before the next IDLE."""
         if scanned:
             self._inbox_scanned_at = trio.current_time()
+            self._scan_owed = False
         self._inbox_recheck = recheck
 
     def visited(self, folder: Folder) -> None:
@@ -166,6 +181,8 @@ class Watch:
                 continue  # INBOX vanished: wait for requests until the next cycle
             if event is None:
                 until = min(deadline(), trio.current_time() + self._idle_seconds_for(session))
+                if self._scan_owed:
+                    until = min(until, self._inbox_scanned_at + INBOX_RESCAN + 0.05)
                 self.on_idle("idling on INBOX (IMAP IDLE"
                              + (", NOTIFY for the other folders)" if self.pushes.active else ")"))
                 event = await self._idle_until(session, until)
@@ -175,12 +192,15 @@ class Watch:
                     log.info("account %d: the server reports news only when IDLE ends; re-issuing "
                              "IDLE every %g s", self.account_id, POLL_REISSUE_SECONDS)
                     self._polled = True
+                self._told_by_done = event is None and (self._polled or session.quirks.reports_only_on_poll)
             if event is not None:
                 return event
+        self._told_by_done = False  # a cycle runs first
         return Due()
 
     async def _before_idle(self, session: ImapSession) -> WatchEvent | None:
         """A Push when something is to visit before IDLE; None to IDLE now."""
+        quiet_done, self._told_by_done = self._told_by_done, False
         if await self._ensure_notify(session):
             self.pushes.note(session.take_pushes())
         pending = self.pushes.take()
@@ -188,22 +208,34 @@ class Watch:
             return Push(False, pending, why="NOTIFY")
         inbox = self.inbox
         assert inbox is not None
-        if session.selected == inbox.raw_name and not self._inbox_recheck:
-            lines = (await session.noop()).lines
+        left = await self._left_with_news(session, inbox)
+        if left:
+            return Push(False, left, why="news left behind by a SELECT", recheck=False)
+        # still selected: a NOOP collects what the server queued.  Without CONDSTORE also
+        # for the recheck after a visit: a re-SELECT would not show a flag change, and
+        # drops the FETCH (FLAGS) a server that reports only when polled still holds
+        if session.selected == inbox.raw_name and (not self._inbox_recheck or not session.condstore):
+            self._inbox_recheck = False
+            lines = [] if quiet_done else (await session.noop()).lines
             self._check_overflow(lines)
-            # news that came with another reply (a STATUS, a LIST, IDLE's DONE): the
-            # server told once, so the NOOP does not tell again
+            # news that came with another reply (a STATUS, a LIST, a visit's FETCH, IDLE's
+            # DONE): the server told once, so the NOOP does not tell again
             if (parse_exists_expunge(lines).changed or session.take_selected_news()
                     or session.take_left_news(inbox.raw_name)):
                 return Push(True, why="news before IDLE")
+            if self._scan_owed and trio.current_time() - self._inbox_scanned_at > INBOX_RESCAN:
+                return Push(True, why="flag scan before IDLE (owed)")
             event = await self._recheck_visited()
             if event is None and session.take_selected_news():
                 return Push(True, why="news with a STATUS reply")
             return event
         if session.take_left_news(inbox.raw_name):
             return Push(True, why="news left behind by a SELECT")  # flags scanned without CONDSTORE
-        if not session.condstore and trio.current_time() - self._inbox_scanned_at > INBOX_RESCAN:
-            return Push(True, why="flag scan before IDLE")
+        if not session.condstore:
+            # INBOX was left: what changed in its flags since is not told again
+            if trio.current_time() - self._inbox_scanned_at > INBOX_RESCAN:
+                return Push(True, why="flag scan before IDLE")
+            self._scan_owed = True  # scanned just now: once INBOX_RESCAN has passed
         self._inbox_recheck = False
         info = parse_select((await session.select(inbox.raw_name, condstore=True)).lines_and_text)
         stored = await folder_store.get_idle_state(self.db, inbox.id)
@@ -215,6 +247,22 @@ class Watch:
                 or (info.highestmodseq is not None and info.highestmodseq != stored.highestmodseq)):
             return Push(True, why="changed while not idling", recheck=False)
         return await self._recheck_visited()
+
+    async def _left_with_news(self, session: ImapSession, inbox: Folder) -> tuple[Folder, ...]:
+        """The folders but INBOX that a visit left (SELECTing another) while news about
+        them had come inside its replies, unread: visited again (flags scanned without
+        CONDSTORE), so no news is dropped."""
+        names = session.left_news - {inbox.raw_name}
+        if not names:
+            return ()
+        found = []
+        for folder in await folder_store.load_folders(self.db, self.account_id):
+            if folder.raw_name in names and session.take_left_news(folder.raw_name) and not folder.excluded \
+                    and not folder.parked and folder.initial_sync_complete:
+                found.append(folder)
+        for name in names:
+            session.take_left_news(name)  # a mailbox no folder row knows: the next LIST tells
+        return tuple(found)
 
     async def _recheck_visited(self) -> Push | None:
         """A Push of the folders to recheck (`visited`) whose STATUS changed; None when

@@ -12,6 +12,9 @@ with a separate IMAP client and prints the delay until the mirror shows it:
     .venv/bin/python bench/freshness.py [--poll 60] [--dsn postgresql://...] [--only condstore|notify|plain]
                                         [--server dovecot|cyrus|courier|all]
 
+`--idle-seconds N` (default 60; 0: none) also counts the IMAP commands the idle account
+sends (`/metrics`, by command) over N seconds once the changes are in, as commands a minute.
+
 `--server cyrus|courier` runs the same table on a private Cyrus IMAP (CONDSTORE/QRESYNC,
 no NOTIFY, no idled) or Courier-IMAP (no CONDSTORE, IMAP_ENHANCEDIDLE=0) instead
 (`mailbridge.testing.servers`); `all` runs every kind.
@@ -27,8 +30,11 @@ import os
 import random
 import secrets
 import shutil
+import re
 import signal
+import socket
 import subprocess
+import urllib.request
 import sys
 import tempfile
 import time
@@ -64,7 +70,31 @@ def wait_until(dsn: str, sql: str, args: tuple, predicate, timeout: float) -> fl
     return None
 
 
-def measure(server, label: str, base_dsn: str, poll: float, timeout: float) -> list[tuple]:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def commands_sent(port: int) -> dict[str, float]:
+    """`mailbridge_imap_commands_total` of the serve process, by command."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    found = re.findall(r'^mailbridge_imap_commands_total\{command="([^"]+)"\} ([0-9.e+]+)$', text, re.M)
+    return {name: float(value) for name, value in found}
+
+
+def idle_cost(port: int, seconds: float) -> dict[str, float]:
+    """Commands a minute, by command, that serve sent over `seconds` while nothing changed."""
+    before = commands_sent(port)
+    time.sleep(seconds)
+    after = commands_sent(port)
+    return {name: (count - before.get(name, 0.0)) * 60 / seconds for name, count in sorted(after.items())
+            if count > before.get(name, 0.0)}
+
+
+def measure(server, label: str, base_dsn: str, poll: float, timeout: float,
+            idle_seconds: float = 0.0, costs: dict | None = None) -> list[tuple]:
     user = server.add_user()
     spell = getattr(server, "folder", lambda name: name)  # "INBOX.Archive" on Courier
     archive = spell("Archive")
@@ -79,11 +109,13 @@ def measure(server, label: str, base_dsn: str, poll: float, timeout: float) -> l
     run_with_loop(execute_once, base_dsn, f'CREATE DATABASE "{name}"')
     dsn = with_database(base_dsn, name)
     home = Path(tempfile.mkdtemp(prefix="mbfresh-"))
+    http_port = _free_port()
     from cryptography.fernet import Fernet
 
     env = {**{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)},
            "DATABASE_URL": dsn, "MAILBRIDGE_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-           "MAILBRIDGE_HOME": str(home), "MAILBRIDGE_POLL_SECONDS": str(poll), "MAILBRIDGE_LOG_LEVEL": "warning"}
+           "MAILBRIDGE_HOME": str(home), "MAILBRIDGE_POLL_SECONDS": str(poll), "MAILBRIDGE_LOG_LEVEL": "warning",
+           "PORT": str(http_port)}
     serve = None
     results = []
     try:
@@ -117,6 +149,9 @@ def measure(server, label: str, base_dsn: str, poll: float, timeout: float) -> l
                 client.expunge_uids(folder, [client.uids(folder)[7]])
                 took = wait_until(dsn, count_in, (folder,), lambda v, b=before: v == b - 1, timeout)
                 results.append((label, folder, "delete", took))
+        if idle_seconds > 0 and costs is not None:
+            time.sleep(2)
+            costs[label] = idle_cost(http_port, idle_seconds)
     finally:
         if serve is not None:
             serve.send_signal(signal.SIGTERM)
@@ -137,6 +172,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="give up on one change after this long")
     parser.add_argument("--only", choices=("condstore", "notify", "plain"), help="which Dovecot (default all three)")
     parser.add_argument("--server", choices=("dovecot", "cyrus", "courier", "all"), default="dovecot")
+    parser.add_argument("--idle-seconds", type=float, default=60.0,
+                        help="count the idle account's IMAP commands over this long at the end (0: not)")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="mbfresh-dovecot-"))
     pg_base = None
@@ -147,6 +184,7 @@ def main() -> None:
         pg_base = Path(tempfile.mkdtemp(prefix="mbfresh-pg-"))
         dsn = start_embedded(pg_base, database="postgres")
     rows: list[tuple] = []
+    costs: dict[str, dict[str, float]] = {}
     try:
         for kind in ("cyrus", "courier"):
             if args.server not in (kind, "all"):
@@ -157,7 +195,7 @@ def main() -> None:
             other = (CyrusServer if kind == "cyrus" else CourierServer)(Path(tempfile.mkdtemp(prefix=f"mbfresh-{kind}-")))
             other.start()
             try:
-                rows += measure(other, kind, dsn, args.poll, args.timeout)
+                rows += measure(other, kind, dsn, args.poll, args.timeout, args.idle_seconds, costs)
             finally:
                 other.stop()
                 shutil.rmtree(other.base_dir, ignore_errors=True)
@@ -168,7 +206,7 @@ def main() -> None:
             server = DovecotServer(base / label, disable_capabilities=disabled, list_index=list_index)
             server.start()
             try:
-                rows += measure(server, label, dsn, args.poll, args.timeout)
+                rows += measure(server, label, dsn, args.poll, args.timeout, args.idle_seconds, costs)
             finally:
                 server.stop()
     finally:
@@ -182,6 +220,11 @@ def main() -> None:
     print(f"{'server':<10} {'folder':<8} {'change':<9} delay")
     for label, folder, change, took in rows:
         print(f"{label:<10} {folder:<8} {change:<9} {'timeout' if took is None else f'{took:.2f} s'}")
+    if costs:
+        print(f"idle account's IMAP commands a minute over {args.idle_seconds:g} s (after the changes)")
+    for label, cost in costs.items():
+        detail = ", ".join(f"{name} {rate:.1f}" for name, rate in cost.items())
+        print(f"{label:<10} {sum(cost.values()):.1f}/min: {detail}")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,99 @@ async def cmd_accounts_add(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def check_accounts_authorize(args: argparse.Namespace) -> None:
+    """`accounts authorize`: --timeout and --redirect-port make sense, and the account's
+    fields (when --host says it is a new one) are well formed, before anything starts."""
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    if args.redirect_port is not None and not 0 <= args.redirect_port <= 65535:
+        raise UsageError("--redirect-port must be from 0 to 65535 (0: a free one)")
+    if args.host:
+        from mailbridge.accountops import validate
+
+        validate(_given_fields(args))
+
+
+async def cmd_accounts_authorize(ctx: Context, args: argparse.Namespace) -> int:
+    from mailbridge.accountops import check_room, renew_oauth2_account, save_oauth2_account, validate
+    from mailbridge.aio.db import Database
+    from mailbridge.oauth2.authorize import authorize
+    from mailbridge.store import accounts as account_store
+    from mailbridge.store import oauth2 as oauth2_store
+
+    def show(url: str, redirect_uri: str) -> None:
+        print(f"open this address in a browser and sign in (mailbridge waits up to {args.timeout:g} s "
+              f"for the redirect to {redirect_uri}):", flush=True)
+        print(url, flush=True)
+
+    async with Database.connect(ctx.dsn, max_size=2) as db:
+        await oauth2_store.get_client(db, args.oauth2)  # an unknown client before anything else
+        existing = await account_store.find_by_email(db, args.email.strip(), args.host)
+        if len(existing) > 1:
+            raise UsageError(f"{len(existing)} accounts have the address {args.email}: give --host to say which")
+        account = existing[0] if existing else None
+        if account is None:
+            if not args.host:
+                raise UsageError(f"no account has the address {args.email}: give --host (and --port, --tls, "
+                                 "--username as needed) to add one")
+            new = validate(_given_fields(args))
+            await check_room(db, ctx.settings)
+        grant = await authorize(db, ctx.settings, args.oauth2, port=args.redirect_port or 0, timeout=args.timeout,
+                                redirect_host=args.redirect_host,
+                                login_hint=account.imap_username if account else new.imap_username, show=show)
+        if account is not None:
+            print(f"authorized; testing sign-in to {account.imap_host}:{account.imap_port} ({account.imap_tls}) "
+                  f"as {account.imap_username} ...", flush=True)
+            await renew_oauth2_account(db, ctx.settings, account, grant)
+            print(f"sign-in ok; account {account.id} ({account.email}) signs in through OAuth2 client "
+                  f"{grant.client.name!r} with its new tokens")
+            print(account.id)
+            return 0
+        print(f"authorized; testing sign-in to {new.imap_host}:{new.imap_port} ({new.imap_tls}) as "
+              f"{new.imap_username} ...", flush=True)
+        account_id = await save_oauth2_account(db, ctx.settings, new, grant)
+    print(f"sign-in ok; added account {account_id} ({new.email})")
+    print(account_id)
+    return 0
+
+
+def check_accounts_update(args: argparse.Namespace) -> None:
+    if args.refresh_token_stdin == args.password_stdin:
+        raise UsageError("give --refresh-token-stdin (with --oauth2 NAME to change the client) or "
+                         "--password-stdin, and write the new secret to standard input")
+    if args.oauth2 and not args.refresh_token_stdin:
+        raise UsageError("--oauth2 needs --refresh-token-stdin (the refresh token on standard input)")
+
+
+async def cmd_accounts_update(ctx: Context, args: argparse.Namespace) -> int:
+    from mailbridge.accountops import endpoint_of, test_login, update_oauth2_token
+    from mailbridge.aio.db import Database
+    from mailbridge.secrets import Cipher
+    from mailbridge.store import accounts as account_store
+    from mailbridge.store import api as api_store
+    from mailbridge.store import oauth2 as oauth2_store
+
+    secret = sys.stdin.readline().rstrip("\r\n")
+    async with Database.connect(ctx.dsn, max_size=2) as db:
+        account = await account_store.get(db, args.id)
+        if args.refresh_token_stdin:
+            print(f"refreshing with OAuth2 client {args.oauth2 or account.oauth2_client or '?'!r} and testing "
+                  f"sign-in to {account.imap_host}:{account.imap_port} as {account.imap_username} ...", flush=True)
+            account = await update_oauth2_token(db, ctx.settings, args.id, secret, args.oauth2)
+        else:
+            if not secret:
+                raise InvalidInput("invalid account: password: must not be empty", {"password": "must not be empty"})
+            print(f"testing login to {account.imap_host}:{account.imap_port} as {account.imap_username} ...",
+                  flush=True)
+            await test_login(endpoint_of(account), secret, ctx.settings)
+            async with db.transaction() as tx:
+                await oauth2_store.clear_account_oauth2(tx, args.id)
+                account = await api_store.update_account(
+                    tx, args.id, {}, password_encrypted=Cipher(ctx.settings.require_keys()).encrypt(secret))
+    print(f"sign-in ok; account {account.id} ({account.email}) has its new credentials; its actor restarts")
+    return 0
+
+
 def _guess_host(email: str) -> str | None:
     domain = email.partition("@")[2].lower()
     known = {"gmail.com": "imap.gmail.com", "googlemail.com": "imap.gmail.com",
@@ -177,6 +270,7 @@ async def cmd_accounts_show(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     print(f"account {account.id}: {account.email}")
     print(f"  server   {account.imap_host}:{account.imap_port} ({account.imap_tls}) as {account.imap_username}")
+    print(f"  sign-in  {'OAuth2 through client ' + repr(account.oauth2_client) if account.auth_kind == 'oauth2' else 'password'}")
     print(f"  health   {account.health if account.enabled else 'disabled'}"
           f"{' - ' + account.health_reason if account.health_reason else ''}")
     print(f"  owner    {account.owner or '-'} (heartbeat {account.heartbeat_at or '-'})")
@@ -293,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("preflight", cmd_preflight, "check environment, database, schema, locks and accounts")
     p.add_argument("--production", action="store_true", help="also require at least one account")
 
-    accounts = sub.add_parser("accounts", help="add, list, show, test, reset and remove accounts",
+    accounts = sub.add_parser("accounts", help="add, authorize, update, list, show, test, reset and remove accounts",
                               description="manage IMAP accounts")
     acc = accounts.add_subparsers(dest="accounts_command", metavar="ACTION")
     acc.required = True
@@ -310,6 +404,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-skip-verify", action="store_true",
                    help="do not verify the server's TLS certificate (self-signed test servers only)")
     p.set_defaults(check=check_accounts_add)
+    p = command("authorize", cmd_accounts_authorize,
+                "sign in with OAuth2 in a browser (authorization code with PKCE, a loopback redirect) and "
+                "add the account, or give an existing one (same --email) new tokens; prints the id last", acc)
+    p.add_argument("--oauth2", metavar="CLIENT", required=True, help="the OAuth2 client (oauth2 add)")
+    p.add_argument("--email", required=True)
+    p.add_argument("--host", help="IMAP server host name (a new account; an existing one keeps its own)")
+    p.add_argument("--port", type=int, help="IMAP port (default 993 for tls, 143 otherwise)")
+    p.add_argument("--tls", choices=("tls", "starttls", "none"), help="transport security (default tls)")
+    p.add_argument("--username", help="login name (default: the email address)")
+    p.add_argument("--insecure-skip-verify", action="store_true",
+                   help="do not verify the server's TLS certificate (self-signed test servers only)")
+    p.add_argument("--redirect-port", type=int, metavar="PORT",
+                   help="listen for the redirect on 127.0.0.1:PORT (default: a free port)")
+    p.add_argument("--redirect-host", choices=("127.0.0.1", "localhost"), default="127.0.0.1",
+                   help="the host the redirect URI names (default 127.0.0.1; localhost for a client "
+                        "registered with http://localhost); the listener is on 127.0.0.1 either way")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="how long to wait for the browser's redirect (default 300)")
+    p.set_defaults(check=check_accounts_authorize)
+    p = command("update", cmd_accounts_update,
+                "give an account new credentials from standard input (tested first); its actor restarts", acc)
+    p.add_argument("id", type=int)
+    p.add_argument("--refresh-token-stdin", action="store_true",
+                   help="a new OAuth2 refresh token (for an OAuth2 account, or with --oauth2)")
+    p.add_argument("--oauth2", metavar="CLIENT", help="with --refresh-token-stdin: sign in through this client")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="a new password (an OAuth2 account signs in with it from now on)")
+    p.set_defaults(check=check_accounts_update)
     p = command("list", cmd_accounts_list, "list accounts with their health", acc)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = command("show", cmd_accounts_show, "show an account's per-folder sync state, owner and health", acc)
@@ -326,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     from mailbridge.oauth2.commands import add_parsers as add_oauth2_parsers
 
     add_oauth2_parsers(command, sub)
+
+    from mailbridge.webhooks.commands import add_parsers as add_webhooks_parsers
+
+    add_webhooks_parsers(command, sub)
 
     keys = sub.add_parser("keys", help="manage the credential encryption keys", description="encryption keys")
     ks = keys.add_subparsers(dest="keys_command", metavar="ACTION")

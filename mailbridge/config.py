@@ -56,6 +56,8 @@ TUNABLES: tuple[Tunable, ...] = (
     Tunable("MAILBRIDGE_DB_POOL_SIZE", "db_pool_size", int, 10, "pooled Postgres connections per process (all its accounts share them)", 2),
     Tunable("MAILBRIDGE_LOCK_CONNECTIONS", "lock_connections", int, 2, "Postgres connections per process holding its accounts' advisory locks", 1),
     Tunable("MAILBRIDGE_MEMBER_TIMEOUT", "member_timeout", float, 15.0, "seconds without a heartbeat after which a serve process counts as gone (its accounts move)", 3),
+    Tunable("MAILBRIDGE_WEBHOOK_TIMEOUT_SECONDS", "webhook_timeout_seconds", float, 10.0, "seconds a webhook receiver may take to answer a delivery", 0.1),
+    Tunable("MAILBRIDGE_WEBHOOK_RETRY_HOURS", "webhook_retry_hours", float, 24.0, "hours a failing webhook delivery is retried (exponential backoff) before the webhook is parked", 0),
     Tunable("MAILBRIDGE_LOG_LEVEL", "log_level", str, "info", "debug, info, warning or error"),
 )
 
@@ -91,6 +93,8 @@ class Settings:
     lock_connections: int = 2
     member_timeout: float = 15.0
     log_level: str = "info"
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_hours: float = 24.0
     key_source: str = field(default="env")
 
     def __repr__(self) -> str:

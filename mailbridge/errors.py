@@ -201,6 +201,10 @@ class InvalidInput(MailbridgeError):
         self.fields = dict(fields or {})
 
 
+class NameTaken(InvalidInput):
+    """Something with that unique name exists already (an OAuth2 client, ...): the API's 409."""
+
+
 # --- messages -------------------------------------------------------------------------
 
 
@@ -215,6 +219,19 @@ class MessageTooLarge(MailbridgeError):
         super().__init__(message)
         self.size = size
         self.limit = limit
+
+
+class WriteRefused(MailbridgeError):
+    """A write-back (flags, move, delete) that mailbridge will not do as asked: the
+    server lacks what would make it safe (UID EXPUNGE without UIDPLUS and other messages
+    marked \\Deleted), or there is no Trash folder.  Nothing was changed.  The API's 409."""
+
+
+# --- webhooks -------------------------------------------------------------------------
+
+
+class WebhookNotFound(MailbridgeError):
+    """No webhook has that id."""
 
 
 # --- exception groups -----------------------------------------------------------------

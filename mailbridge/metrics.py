@@ -21,6 +21,11 @@ IMAP_COMMANDS = Counter("mailbridge_imap_commands", "IMAP commands sent, by comm
 ERRORS = Counter("mailbridge_errors", "Errors by kind (the error type)", ["kind"])
 CYCLE_SECONDS = Histogram("mailbridge_cycle_seconds", "Duration of one account's sync cycle",
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900))
+WEBHOOK_DELIVERIES = Counter("mailbridge_webhook_deliveries",
+                             "Webhook delivery attempts by webhook and outcome (delivered, failed, parked)",
+                             ["webhook", "outcome"])
+WEBHOOK_SECONDS = Histogram("mailbridge_webhook_delivery_seconds", "Time a webhook receiver took to answer",
+                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 HEALTHS = ("starting", "standby", "syncing", "healthy", "degraded", "auth_failed", "unreachable",
            "disabled", "over_limit", "unowned")

@@ -180,6 +180,7 @@ async def serve_until_signal(ctx: "Context", host: str, port: int, *,
     from mailbridge.aio.db import Database
     from mailbridge.aio.locks import LockConnections
     from mailbridge.metrics import install_snapshot_collector
+    from mailbridge.webhooks.delivery import run_webhooks
     from web.app import create_app
     from web.server import serve_http
 
@@ -221,6 +222,7 @@ async def serve_until_signal(ctx: "Context", host: str, port: int, *,
                     await actors.start(supervisor.run)
                     await actors.start(run_indexer, db)
                     await actors.start(run_janitor, db, settings.events_retention_days)
+                    await actors.start(run_webhooks, db, locks, settings, owner)
                     async with trio.open_nursery() as http:
                         url = await http.start(serve_http, app, host, port)
                         where = "" if settings.api_token else " (loopback only: MAILBRIDGE_API_TOKEN is not set)"

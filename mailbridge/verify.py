@@ -5,7 +5,8 @@ so it may run while `serve` owns the account (the one sanctioned second connecti
 takes no advisory lock and never writes to the database (every mirror read runs in a
 READ ONLY transaction).
 
-Per folder of the mirror that is not excluded or parked:
+Per folder of the mirror that is not excluded or parked (nor a Gmail label view: the
+mirrored folders only, see `mailbridge.sync.discover`):
 
 - UIDVALIDITY on the server differs from the stored one → drift (UIDs not compared);
 - the folder's UIDs are walked in UID ranges sized for about `CHUNK` messages each
@@ -157,7 +158,8 @@ class _Verifier:
 
     async def _server_folders(self) -> dict[str, FolderPlan]:
         response = await self.session.list("", "*")
-        plans = plan_folders(parse_list(response.lines), self.account.excluded_folders)
+        plans = plan_folders(parse_list(response.lines), self.account.excluded_folders,
+                             gmail=self.session.has("X-GM-EXT-1"))
         return {p.name: p for p in plans}
 
     def _since(self) -> str:
@@ -186,6 +188,9 @@ class _Verifier:
                    expect_uidvalidity: int | None = None) -> _Look:
         """Compare one folder (all of it, or only the UIDs `only`)."""
         look = _Look(row.name)
+        if row.gmail_view is not None:
+            look.skipped = "a Gmail label view (its messages are mirrored from All Mail)"
+            return look
         if row.excluded:
             look.skipped = "excluded"
             return look

@@ -25,11 +25,17 @@ from mailbridge.errors import (
     InvalidInput,
     MessageGone,
     MessageTooLarge,
+    NameTaken,
+    OAuth2Error,
+    OAuth2Unavailable,
     SecretError,
 )
+from mailbridge.oauth2.clients import check_secret, register_client, validate_client
+from mailbridge.oauth2.presets import PRESETS
 from mailbridge.secrets import Cipher
 from mailbridge.store import accounts as account_store
 from mailbridge.store import api as store
+from mailbridge.store import oauth2 as oauth2_store
 from mailbridge.store import search as search_store
 from web import metrics
 from web.body import parse_body
@@ -155,9 +161,18 @@ _ACCOUNT_FIELDS = {
     "excluded_folders": {"type": ["array", "null"], "maxItems": 1000,
                          "items": {"type": "string", "minLength": 1, "maxLength": 1000}},
 }
-NEW_ACCOUNT = {"type": "object", "required": ["email", "host", "password"], "properties": _ACCOUNT_FIELDS,
+_OAUTH2_TOKEN = {"type": "string", "minLength": 1, "maxLength": 4096}
+_OAUTH2_CLIENT_NAME = {"type": "string", "minLength": 1, "maxLength": 100}
+# in place of "password": sign in with OAuth2 through a registered client (GET /oauth2/clients)
+_NEW_OAUTH2 = {"type": "object", "required": ["client", "refresh_token"], "additionalProperties": False,
+               "properties": {"client": _OAUTH2_CLIENT_NAME, "refresh_token": _OAUTH2_TOKEN}}
+_CHANGED_OAUTH2 = {"type": "object", "required": ["refresh_token"], "additionalProperties": False,
+                   "properties": {"client": _OAUTH2_CLIENT_NAME, "refresh_token": _OAUTH2_TOKEN}}
+# "password" or "oauth2" (exactly one; the handler checks it)
+NEW_ACCOUNT = {"type": "object", "required": ["email", "host"], "properties": {**_ACCOUNT_FIELDS, "oauth2": _NEW_OAUTH2},
                "additionalProperties": False}
-ACCOUNT_CHANGES = {"type": "object", "properties": _ACCOUNT_FIELDS, "additionalProperties": False}
+ACCOUNT_CHANGES = {"type": "object", "properties": {**_ACCOUNT_FIELDS, "oauth2": _CHANGED_OAUTH2},
+                   "additionalProperties": False}
 _CONNECTION = ("host", "port", "tls", "username", "verify_certificate", "password")
 _DESTINATION = ("host", "port", "tls", "username")  # where the password goes: a change needs it sent anew
 
@@ -193,10 +208,16 @@ async def _test_login(new: Any, password: str) -> None:
         invalid(_login_problems(exc))
 
 
-def _validated(schema: Any, body: dict[str, Any], fields: dict[str, Any]) -> Any:
+def _validated(schema: Any, body: dict[str, Any], fields: dict[str, Any], *, credential_required: bool = False) -> Any:
     """`fields` as a NewAccount, or one 422 naming every bad field: those the body's schema
-    rejects together with those the command line's validation rejects."""
+    rejects together with those the command line's validation rejects (and a missing or
+    doubled credential: "password" or "oauth2", at most one, with `credential_required`
+    exactly one)."""
     problems = body_problems(schema, body)
+    if "password" in body and "oauth2" in body:
+        problems.setdefault("oauth2", "give either password or oauth2, not both")
+    elif credential_required and "password" not in body and "oauth2" not in body:
+        problems.setdefault("password", "is required (or oauth2: {\"client\", \"refresh_token\"})")
     try:
         new = accountops.validate(fields)
     except InvalidInput as exc:
@@ -214,9 +235,17 @@ def _validated(schema: Any, body: dict[str, Any], fields: dict[str, Any]) -> Any
                       422: err("invalid_input", "bad fields, or the server refused the login")})
 async def create_account(body: dict[str, Any]) -> Response:
     state = st()
-    new = _validated(NEW_ACCOUNT, body, body)
+    new = _validated(NEW_ACCOUNT, body, body, credential_required=True)
     try:
-        account_id = await accountops.add_account(state.db, state.settings, new, body["password"])
+        if "oauth2" in body:  # the command line's `accounts add --oauth2` path
+            try:
+                account_id = await accountops.add_oauth2_account(state.db, state.settings, new,
+                                                                 body["oauth2"]["client"],
+                                                                 body["oauth2"]["refresh_token"])
+            except (InvalidInput, ImapError) as exc:
+                reject(_oauth2_problems(exc))
+        else:
+            account_id = await accountops.add_account(state.db, state.settings, new, body["password"])
     except AccountLimitReached as exc:
         raise ApiError(409, "account_limit", str(exc)) from None
     except ImapError as exc:
@@ -228,6 +257,21 @@ async def create_account(body: dict[str, Any]) -> Response:
     else:
         account = await account_store.get(state.db, account_id)
     return json_response(account_json(account), 201, {"Location": f"/accounts/{account_id}"})
+
+
+def _oauth2_problems(exc: InvalidInput | ImapError) -> dict[str, str]:
+    """The 422 fields of a failed OAuth2 sign-in (never a token: the messages hold none)."""
+    text = str(exc)
+    if isinstance(exc, InvalidInput):
+        return {"oauth2.client" if k == "oauth2" else "oauth2.refresh_token" if k == "refresh_token" else k: v
+                for k, v in exc.fields.items()} or {"oauth2": text}
+    if isinstance(exc, OAuth2Unavailable):
+        return {"oauth2.client": text}
+    if isinstance(exc, OAuth2Error):
+        return {"oauth2.refresh_token": text}
+    if isinstance(exc, ImapAuthError):
+        return {"username": "the server refused the OAuth2 access token for this username", "oauth2": text}
+    return _login_problems(exc)
 
 
 @api.route("GET", "/accounts/{id}", summary="One account", tag="accounts",
@@ -261,29 +305,65 @@ async def patch_account(id: int, body: dict[str, Any]) -> Response:
         if field in body:
             changes[field] = body[field]
     password = body.get("password")
-    _require_password_for_new_destination(changes, password)
+    oauth2 = body.get("oauth2")
+    is_oauth2 = current.auth_kind == "oauth2"
+    _require_password_for_new_destination(changes, password if oauth2 is None else oauth2, oauth2=is_oauth2)
+    if oauth2 is not None:  # new OAuth2 credentials (`accounts update --refresh-token-stdin`)
+        client = oauth2.get("client") or current.oauth2_client
+        if client is None:
+            reject({"oauth2.client": "is required: the account signs in with a password"})
+        try:
+            grant = await accountops.refresh_grant(state.db, state.settings, client, oauth2["refresh_token"])
+            await accountops.test_oauth2_login(state.settings, new, grant)
+        except (InvalidInput, ImapError) as exc:
+            reject(_oauth2_problems(exc))
+        async with state.db.transaction() as tx:  # the trigger's NOTIFY replaces the actor
+            await accountops.store_oauth2_tokens(tx, state.settings, id, grant)
+            account = await store.update_account(tx, id, changes)
+        return json_response(account_json(account))
     token = None
     if password is not None or any(f in changes for f in _CONNECTION):
         cipher = Cipher(state.settings.require_keys())
-        if password is None:
+        if password is None and is_oauth2:
+            from mailbridge.oauth2.signin import stored_credential
+
             try:
-                password = cipher.decrypt(await account_store.get_password_encrypted(state.db, id))
+                await accountops.test_login(accountops.endpoint_of(new),
+                                            await stored_credential(state.db, state.settings, current),
+                                            state.settings)
             except SecretError as exc:
-                reject({"password": f"the stored password cannot be decrypted ({exc}); send a new one"})
-        await _test_login(new, password)
-        if "password" in body:
+                reject({"oauth2": f"the stored tokens cannot be decrypted ({exc}); send a new refresh token"})
+            except ImapError as exc:
+                reject(_oauth2_problems(exc))
+        else:
+            if password is None:
+                try:
+                    password = cipher.decrypt(await account_store.get_password_encrypted(state.db, id))
+                except SecretError as exc:
+                    reject({"password": f"the stored password cannot be decrypted ({exc}); send a new one"})
+            await _test_login(new, password)
+        if "password" in body and password is not None:
             token = cipher.encrypt(password)
-    account = await store.update_account(state.db, id, changes, password_encrypted=token)
+    if token is not None and is_oauth2:  # a password in place of OAuth2 from now on
+        async with state.db.transaction() as tx:
+            await oauth2_store.clear_account_oauth2(tx, id)
+            account = await store.update_account(tx, id, changes, password_encrypted=token)
+    else:
+        account = await store.update_account(state.db, id, changes, password_encrypted=token)
     return json_response(account_json(account))
 
 
-def _require_password_for_new_destination(changes: dict[str, Any], password: Any) -> None:
-    """422 unless the password comes with a change of where or how it is sent (host,
-    port, tls, username, or turning certificate checks off): the stored password is only
-    ever sent to the server it was saved for."""
+def _require_password_for_new_destination(changes: dict[str, Any], password: Any, *, oauth2: bool = False) -> None:
+    """422 unless the password (or, for an OAuth2 account, a new refresh token or a
+    password) comes with a change of where or how it is sent (host, port, tls, username,
+    or turning certificate checks off): the stored secret is only ever sent to the server
+    it was saved for."""
     moved = [f for f in _DESTINATION if f in changes]
     if changes.get("verify_certificate") is False:
         moved.append("verify_certificate")
+    if moved and password is None and oauth2:
+        reject({"oauth2": "is required when changing " + ", ".join(moved) + ": the stored tokens are "
+                          "sent only to the server they were saved for; send a new refresh token (or a password)"})
     if moved and password is None:
         reject({"password": "is required when changing " + ", ".join(moved) + ": the stored password is "
                             "sent only to the server it was saved for; send the password for the new settings"})
@@ -302,6 +382,59 @@ async def delete_account(id: int) -> Response:
     return Response("", status=204)
 
 
+# --- OAuth2 clients ---------------------------------------------------------------------------
+
+NEW_OAUTH2_CLIENT = {
+    "type": "object", "required": ["name", "client_id"], "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+        "token_url": {"type": "string", "maxLength": 2000},
+        "authorize_url": {"type": ["string", "null"], "maxLength": 2000},
+        "client_id": {"type": "string", "minLength": 1, "maxLength": 500},
+        "client_secret": {"type": ["string", "null"], "maxLength": 4096},
+        "scopes": {"type": "string", "maxLength": 2000},
+        "preset": {"type": "string", "enum": sorted(PRESETS)},
+    },
+}
+
+
+@api.route("GET", "/oauth2/clients", summary="The registered OAuth2 clients (never their secrets)", tag="oauth2",
+           responses={200: Resp("clients", {"type": "object", "required": ["clients"], "properties": {
+               "clients": {"type": "array", "items": ref("OAuth2Client")}}})})
+async def list_oauth2_clients() -> Response:
+    clients = await oauth2_store.list_clients(st().db)
+    return json_response({"clients": [c.to_json() for c in clients]})
+
+
+@api.route("POST", "/oauth2/clients",
+           summary="Register an OAuth2 client (the command line's `oauth2 add`; a preset fills the endpoints "
+                   "and scopes; the secret is stored encrypted)", tag="oauth2",
+           body=NEW_OAUTH2_CLIENT, check_body=False,
+           responses={201: Resp("registered", ref("OAuth2Client")),
+                      409: err("already_exists", "a client with this name exists")})
+async def create_oauth2_client(body: dict[str, Any]) -> Response:
+    state = st()
+    problems = body_problems(NEW_OAUTH2_CLIENT, body)
+    new = secret = None
+    try:
+        new = validate_client(body)
+    except InvalidInput as exc:
+        for key, value in exc.fields.items():
+            problems.setdefault(key, value)
+    try:
+        secret = check_secret(body.get("client_secret"))
+    except InvalidInput as exc:
+        for key, value in exc.fields.items():
+            problems.setdefault(key, value)
+    invalid(problems)
+    assert new is not None and secret is not None
+    try:
+        client = await register_client(state.db, Cipher(state.settings.require_keys()), new, secret)
+    except NameTaken as exc:
+        raise ApiError(409, "already_exists", str(exc), exc.fields) from None
+    return json_response(client.to_json(), 201)
+
+
 # --- folders, messages, threads -----------------------------------------------------------------
 
 
@@ -318,19 +451,7 @@ async def list_folders(id: int) -> Response:
     return json_response({"folders": await store.list_folders(st().db, id)})
 
 
-def message_json(row: dict[str, Any]) -> dict[str, Any]:
-    flags = list(row.get("flags") or [])
-    out = {
-        "id": row["id"], "account_id": row["account_id"], "folder_id": row["folder_id"], "folder": row["folder"],
-        "uid": row["uid"], "message_id": row["message_id"], "subject": row["subject"],
-        "from_name": row["from_name"], "from_email": row["from_email"],
-        "to_emails": list(row.get("to_emails") or []), "cc_emails": list(row.get("cc_emails") or []),
-        "sent_at": row["sent_at"], "internal_date": row["internal_date"], "size_bytes": row["size_bytes"],
-        "flags": flags, "unread": "\\Seen" not in flags, "flagged": "\\Flagged" in flags,
-        "in_reply_to": row["in_reply_to"], "references": list(row.get("references_header") or []),
-        "provider_thread_id": row["provider_thread_id"],
-    }
-    return out
+message_json = store.message_json  # the API's message shape (webhook events carry it too)
 
 
 def encode_cursor(row: dict[str, Any]) -> str:
@@ -369,7 +490,11 @@ def decode_cursor(text: str) -> tuple[datetime | None, int]:
 
 
 MESSAGE_QUERY = (
-    Query("folder", "string", "folder name as shown by /accounts/{id}/folders (exact)", max_length=1000),
+    Query("folder", "string", "folder name as shown by /accounts/{id}/folders (exact); for a Gmail label "
+                              "folder (INBOX, [Gmail]/Sent Mail, a user label...) what Gmail shows there",
+          max_length=1000),
+    Query("label", "string", "only messages carrying this Gmail label (\\Inbox, \\Sent, Work, ...)",
+          max_length=1000),
     Query("unread", "boolean", "only unread (true) or read (false) messages"),
     Query("flagged", "boolean", "only flagged (true) or unflagged (false) messages"),
     Query("since", "date-time", "internal date on or after"),
@@ -393,7 +518,8 @@ async def list_messages(id: int, query: dict[str, Any]) -> Response:
     after = decode_cursor(query["cursor"]) if query["cursor"] else None
     q = (query["q"] or "").strip() or None
     filters = store.MessageFilter(folder=query["folder"], unread=query["unread"], flagged=query["flagged"],
-                                  since=query["since"], until=query["until"], sender=query["from"] or None, q=q)
+                                  since=query["since"], until=query["until"], sender=query["from"] or None, q=q,
+                                  label=query["label"])
     limit = query["limit"]
     rows = await store.list_messages(st().db, id, filters, limit=limit + 1, after=after)
     more = len(rows) > limit

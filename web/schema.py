@@ -136,9 +136,20 @@ def parse_datetime(raw: str) -> datetime:
 class PathParam:
     name: str
     description: str = ""
+    type: str = "integer"  # or "string" (a route's `string_params`: any text without "/")
 
     def schema(self) -> dict[str, Any]:
+        if self.type == "string":
+            return {"type": "string", "minLength": 1, "maxLength": MAX_PATH_TEXT}
         return {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+
+    def valid(self, value: Any) -> bool:
+        if self.type == "string":
+            return isinstance(value, str) and 1 <= len(value) <= MAX_PATH_TEXT
+        return isinstance(value, int) and 1 <= value <= MAX_ID
+
+
+MAX_PATH_TEXT = 200  # longest text path parameter
 
 
 # --- routes -----------------------------------------------------------------------------
@@ -172,7 +183,8 @@ class Operation:
 
     @property
     def quart_rule(self) -> str:
-        return re.sub(r"\{(\w+)\}", r"<int:\1>", self.path)
+        kinds = {p.name: "string" if p.type == "string" else "int" for p in self.path_params}
+        return re.sub(r"\{(\w+)\}", lambda m: f"<{kinds.get(m.group(1), 'int')}:{m.group(1)}>", self.path)
 
 
 class Api:
@@ -183,10 +195,12 @@ class Api:
 
     def route(self, method: str, path: str, *, summary: str, query: tuple[Query, ...] = (),
               body: dict[str, Any] | None = None, responses: dict[int, Response] | None = None,
-              auth: bool = True, tag: str = "mailbridge", check_body: bool = True) -> Callable:
+              auth: bool = True, tag: str = "mailbridge", check_body: bool = True,
+              string_params: tuple[str, ...] = ()) -> Callable:
         """Declare a route.  With `check_body=False` the handler gets the parsed JSON body
         unchecked and merges `body_problems(...)` with its own checks (one 422 for all)."""
-        params = tuple(PathParam(n) for n in re.findall(r"\{(\w+)\}", path))
+        params = tuple(PathParam(n, type="string" if n in string_params else "integer")
+                       for n in re.findall(r"\{(\w+)\}", path))
 
         def decorate(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
             self.operations.append(Operation(method.upper(), path, summary, fn, tuple(query), params, body,
@@ -258,7 +272,7 @@ def _view(op: Operation) -> Callable[..., Awaitable[Any]]:
     async def view(**kwargs: Any) -> Any:
         for p in op.path_params:
             value = kwargs.get(p.name)
-            if not isinstance(value, int) or not 1 <= value <= MAX_ID:
+            if not p.valid(value):
                 raise ApiError(404, "not_found", f"no such {p.name}: {value}")
         if op.query:
             kwargs["query"] = parse_query(op.query)
@@ -451,6 +465,17 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "excluded_folders": {"type": ["array", "null"], "items": {"type": "string"}},
             "credentials_changed_at": DATE_TIME, "created_at": DATE_TIME, "updated_at": DATE_TIME,
             "actor_state": nullable("string"),
+            "auth_kind": {"type": "string", "enum": ["password", "oauth2"]},
+            "oauth2_client": nullable("string"),
+        },
+        "additionalProperties": False,
+    },
+    "OAuth2Client": {
+        "type": "object", "required": ["id", "name", "token_url", "client_id", "scopes"],
+        "properties": {
+            "id": {"type": "integer"}, "name": {"type": "string"}, "token_url": {"type": "string"},
+            "authorize_url": nullable("string"), "client_id": {"type": "string"}, "scopes": {"type": "string"},
+            "created_at": DATE_TIME,
         },
         "additionalProperties": False,
     },
@@ -463,6 +488,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "initial_sync_complete": {"type": "boolean"}, "last_synced_at": NULL_DATE_TIME,
             "server_message_count": nullable("integer"), "parked": {"type": "boolean"},
             "parked_reason": nullable("string"), "exists_on_server": {"type": "boolean"},
+            "gmail_view": nullable("string"),
             "messages": {"type": "integer"}, "unread": {"type": "integer"},
         },
     },
@@ -478,6 +504,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "unread": {"type": "boolean"}, "flagged": {"type": "boolean"},
             "in_reply_to": nullable("string"), "references": STRINGS,
             "provider_thread_id": nullable("string"), "parent_id": nullable("integer"),
+            "email_id": nullable("string"), "labels": {"type": ["array", "null"], "items": {"type": "string"}},
         },
     },
     "ActorStatus": {

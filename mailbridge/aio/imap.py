@@ -59,8 +59,32 @@ _SELECTED_NEWS = re.compile(rb"^(?:\d+ (?:EXISTS|EXPUNGE|FETCH)\b|VANISHED\b)", 
 # commands whose replies say nothing the caller reads about the selected mailbox's messages:
 # news about it that comes with them would otherwise be lost (the server told once)
 _NEWS_CARRIERS = frozenset({"LIST", "LSUB", "STATUS", "NOTIFY", "ENABLE", "CAPABILITY", "ID", "NAMESPACE"})
+# commands whose callers read only their own answer: news among it (`_stray_news`) is kept too
+_STRAY_NEWS_CARRIERS = frozenset({"FETCH", "SEARCH"})
+_UID_ITEM = re.compile(rb"[( ]UID ", re.IGNORECASE)
 _BODY_ITEMS = re.compile(r"\b(?:BODY(?:\.PEEK)?\[(?:TEXT)?\]|BINARY(?:\.PEEK)?\[|RFC822(?:\.TEXT)?(?![.\w]))",
                          re.IGNORECASE)
+
+
+def _stray_news(lines: Sequence[Any], *, exists: bool = True) -> bool:
+    """Whether `lines` (a FETCH's, SEARCH's or SELECT's reply) hold news about the selected
+    mailbox besides the command's own answer: an EXPUNGE, a VANISHED but (EARLIER), an
+    EXISTS (unless `exists`: a SELECT's own), a FETCH without UID and without a literal
+    (a UID FETCH's own lines name their UID, RFC 3501 6.4.8; a flag change has no literal)."""
+    for line in lines:
+        if type(line) is str:
+            continue
+        head = bytes(line[:40])
+        if not _SELECTED_NEWS.match(head):
+            continue
+        word = head.split(b" ", 2)[1 if head[:1].isdigit() else 0].upper()
+        if word == b"EXPUNGE" or (word == b"EXISTS" and exists):
+            return True
+        if word == b"VANISHED" and not head.upper().startswith(b"VANISHED (EARLIER)"):
+            return True
+        if word == b"FETCH" and not bytes(line).rstrip().endswith(b"}") and not _UID_ITEM.search(bytes(line)):
+            return True
+    return False
 
 
 class CommandGate(Protocol):
@@ -463,6 +487,8 @@ class ImapSession:
                 self._keep_pushes(response.lines, reply_to=(name, args[0] if args else ""))
             if name in _NEWS_CARRIERS:
                 self._note_selected_news(response.lines)
+            elif name in _STRAY_NEWS_CARRIERS and self._selected is not None and _stray_news(response.lines):
+                self._selected_news = True
             result = ImapResponse.from_aio(response.result, response.lines, proto.cut_literals)
             if result.status != "OK":
                 refusal = self._refusal(command, result.text)
@@ -520,19 +546,26 @@ class ImapSession:
     def take_selected_news(self) -> bool:
         """Whether news about the selected mailbox (EXISTS, EXPUNGE, FETCH, VANISHED) came
         since the last call with a reply that does not carry it to its caller (LIST,
-        STATUS, ..., or IDLE's DONE): the server told once, so a NOOP would not tell
+        STATUS, ..., IDLE's DONE, or a FETCH's or SEARCH's beside its own answer:
+        `_stray_news`): the server told once, so a NOOP would not tell
         again; the caller visits the mailbox instead.  Cleared by SELECT/EXAMINE."""
         news, self._selected_news = self._selected_news, False
         return news
 
     def take_left_news(self, raw_name: str) -> bool:
         """Whether `raw_name` was left for another mailbox while news about it (from
-        `take_selected_news`'s sources) was untaken: without CONDSTORE a new SELECT does
+        `take_selected_news`'s sources, or an EXPUNGE or FETCH sent before the SELECT's
+        own reply) was untaken: without CONDSTORE a new SELECT does
         not show a flag change, so the caller scans it.  Told once."""
         if raw_name in self._left_with_news:
             self._left_with_news.discard(raw_name)
             return True
         return False
+
+    @property
+    def left_news(self) -> frozenset[str]:
+        """The mailboxes `take_left_news` would say True for now (without clearing)."""
+        return frozenset(self._left_with_news)
 
     def take_pushes(self) -> list[bytes]:
         """The NOTIFY STATUS and LIST lines that came with command responses (or between
@@ -670,11 +703,14 @@ class ImapSession:
             args.append(f"(QRESYNC ({qresync[0]} {qresync[1]}))")
         elif condstore and self.has("CONDSTORE"):
             args.append("(CONDSTORE)")
-        if self._selected_news and self._selected is not None:
-            self._left_with_news.add(self._selected)  # a FETCH FLAGS a re-SELECT would not repeat
+        left = self._selected
+        if self._selected_news and left is not None:
+            self._left_with_news.add(left)  # a FETCH FLAGS a re-SELECT would not repeat
         self._selected = None  # whatever the outcome, the previous mailbox is left
         self._selected_news = False
         response = await self.command(name, *args, check=False)
+        if left is not None and qresync is None and _stray_news(response.lines, exists=False):
+            self._left_with_news.add(left)  # sent before the reply: about the mailbox left
         if response.status != "OK":
             self._raise_for(name, response)
         self._proto.state = _aio.SELECTED
@@ -741,6 +777,34 @@ class ImapSession:
         if "ESEARCH" in self.capabilities:
             criteria = f"RETURN (ALL) {criteria}"
         return await self.command("SEARCH", criteria, prefix="UID", timeout=timeout)
+
+    # --- writes (the API's write-back: actors/writeback.py) --------------------------------
+
+    async def uid_store(self, uid_set: str, item: str, flags: Sequence[str]) -> ImapResponse:
+        """UID STORE `uid_set` `item` (``+FLAGS.SILENT``, ``-FLAGS.SILENT``, ...) of `flags`
+        (already checked: system flags and keyword atoms).  NO/BAD raises ImapCommandError."""
+        return await self.command("STORE", uid_set, item, "(" + " ".join(flags) + ")", prefix="UID")
+
+    async def uid_copy(self, uid_set: str, raw_name: str) -> ImapResponse:
+        """UID COPY to a mailbox (raw name); the tagged OK carries ``[COPYUID ...]`` with UIDPLUS."""
+        return await self.command("COPY", uid_set, quote(check_mailbox_name(raw_name, "COPY")), prefix="UID")
+
+    async def uid_move(self, uid_set: str, raw_name: str) -> ImapResponse:
+        """UID MOVE (RFC 6851) to a mailbox (raw name); ``[COPYUID ...]`` comes in an
+        untagged OK (or the tagged one) with UIDPLUS."""
+        return await self.command("MOVE", uid_set, quote(check_mailbox_name(raw_name, "MOVE")), prefix="UID")
+
+    async def uid_expunge(self, uid_set: str) -> ImapResponse:
+        """UID EXPUNGE (UIDPLUS): expunges only those of `uid_set` marked \\Deleted."""
+        if not self.has("UIDPLUS"):
+            raise ImapCommandError(f"{self.endpoint.describe()} does not support UID EXPUNGE (UIDPLUS)",
+                                   "EXPUNGE", "NO")
+        return await self.command("EXPUNGE", uid_set, prefix="UID")
+
+    async def expunge(self) -> ImapResponse:
+        """EXPUNGE: every message of the selected mailbox marked \\Deleted (callers check
+        first that no other is)."""
+        return await self.command("EXPUNGE")
 
     async def noop(self) -> ImapResponse:
         return await self.command("NOOP")

@@ -372,7 +372,7 @@ def parse_fetch(lines: Lines) -> Iterator[MessageMeta | FlagUpdate | FetchDefect
             continue
         if not items.has_meta:
             if items.flags is not None:
-                yield FlagUpdate(items.uid, items.flags, items.modseq)
+                yield FlagUpdate(items.uid, items.flags, items.modseq, items.labels)
             continue
         meta = _message_meta(
             items.uid, items.flags if items.flags is not None else (), items.internal_date, items.size_bytes,

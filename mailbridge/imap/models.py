@@ -60,6 +60,7 @@ class FlagUpdate:
     uid: int
     flags: tuple[str, ...]  # '\\Recent' removed, order as sent
     modseq: int | None = None
+    labels: tuple[str, ...] | None = None  # X-GM-LABELS when the response carried them (None: unknown)
 
 
 @dataclass(frozen=True, slots=True)

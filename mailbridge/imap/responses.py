@@ -76,7 +76,7 @@ def parse_select(lines: Lines) -> SelectInfo:
                     except ImapProtocolError:
                         continue
                     if items.uid is not None and items.flags is not None:
-                        updates.append(FlagUpdate(items.uid, items.flags, items.modseq))
+                        updates.append(FlagUpdate(items.uid, items.flags, items.modseq, items.labels))
             continue
         upper = first[:9].upper()
         if upper.startswith(b"FLAGS "):
@@ -370,7 +370,7 @@ def parse_exists_expunge(lines: Lines) -> ServerPush:
                 if items is None or items.uid is None:
                     no_uid.append(number)
                 elif items.flags is not None:
-                    updates.append(FlagUpdate(items.uid, items.flags, items.modseq))
+                    updates.append(FlagUpdate(items.uid, items.flags, items.modseq, items.labels))
         elif first[:9].upper() == b"VANISHED ":
             try:
                 vanished.extend(_vanished_uids(resp, MAX_PARSED_UIDS - len(vanished)))

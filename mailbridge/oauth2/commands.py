@@ -8,42 +8,29 @@ import sys
 from typing import Callable
 
 from mailbridge.context import Context
-from mailbridge.errors import InvalidInput
+from mailbridge.oauth2.clients import check_secret, register_client, validate_client
 from mailbridge.oauth2.presets import PRESETS
 from mailbridge.store.oauth2 import NewOAuth2Client
 
 
 def new_client(args: argparse.Namespace) -> NewOAuth2Client:
-    """The client the arguments describe (a preset fills what is not given)."""
-    preset = PRESETS.get(args.preset) if args.preset else None
-    token_url = args.token_url or (preset.token_url if preset else None)
-    problems: dict[str, str] = {}
-    if not args.name.strip():
-        problems["name"] = "must not be empty"
-    if not token_url or not token_url.startswith(("https://", "http://")):
-        problems["token_url"] = "give --token-url https://... (or --preset google|microsoft)"
-    if not args.client_id:
-        problems["client_id"] = "give --client-id"
-    if problems:
-        raise InvalidInput("invalid OAuth2 client: " + "; ".join(f"{k}: {v}" for k, v in problems.items()),
-                           problems)
-    return NewOAuth2Client(name=args.name.strip(), token_url=str(token_url), client_id=args.client_id,
-                           authorize_url=args.authorize_url or (preset.authorize_url if preset else None),
-                           scopes=" ".join(args.scope) if args.scope else (preset.scopes if preset else ""))
+    """The client the arguments describe (a preset fills what is not given); the same
+    validation as `POST /oauth2/clients` (`mailbridge.oauth2.clients.validate_client`)."""
+    return validate_client({"name": args.name, "token_url": args.token_url, "client_id": args.client_id,
+                            "authorize_url": args.authorize_url, "scopes": args.scope, "preset": args.preset})
 
 
 async def cmd_oauth2_add(ctx: Context, args: argparse.Namespace) -> int:
     from mailbridge.aio.db import Database
     from mailbridge.secrets import Cipher
-    from mailbridge.store import oauth2 as oauth2_store
 
     new = new_client(args)
-    secret = sys.stdin.readline().rstrip("\r\n") if not sys.stdin.isatty() else ""
+    secret = check_secret(sys.stdin.readline().rstrip("\r\n") if not sys.stdin.isatty() else "")
     cipher = Cipher(ctx.settings.require_keys())
     async with Database.connect(ctx.dsn, max_size=2) as db:
-        client_pk = await oauth2_store.insert_client(db, new, cipher.encrypt(secret) if secret else None)
+        client = await register_client(db, cipher, new, secret)
     print(f"added OAuth2 client {new.name!r} ({'with' if secret else 'without'} a client secret)")
-    print(client_pk)
+    print(client.id)
     return 0
 
 

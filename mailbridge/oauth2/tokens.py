@@ -65,10 +65,11 @@ def _said(body: dict[str, Any], *secrets: str) -> str:
 
 
 def parse_token_response(status: int, body: bytes, now: datetime, *, where: str = "the token endpoint",
-                         secrets: tuple[str, ...] = ()) -> TokenGrant:
+                         secrets: tuple[str, ...] = (), grant: str = "refresh") -> TokenGrant:
     """The grant in a token endpoint's response (RFC 6749 §5.1), or: OAuth2Revoked for
     ``invalid_grant``, OAuth2Unavailable for a 5xx or unreadable answer, OAuth2Error for
-    any other refusal."""
+    any other refusal.  `grant`: what was asked, for the messages ("refresh", or
+    "authorization code")."""
     try:
         data = json.loads(body.decode("utf-8"))
         if not isinstance(data, dict):
@@ -78,15 +79,18 @@ def parse_token_response(status: int, body: bytes, now: datetime, *, where: str 
     if status >= 500 or (data is None and status != 400):
         raise OAuth2Unavailable(f"{where} failed (HTTP {status}); mailbridge retries later")
     if data is None:
-        raise OAuth2Error(f"{where} refused the refresh (HTTP {status}) without saying why")
+        raise OAuth2Error(f"{where} refused the {grant} (HTTP {status}) without saying why")
     if status != 200 or "error" in data:
         error = str(data.get("error") or "")
         said = _said(data, *secrets)
+        if error == "invalid_grant" and grant != "refresh":
+            raise OAuth2Revoked(f"{where} refused the {grant} ({said}): it expired or was used already, "
+                                "or the PKCE verifier did not match; start again", error)
         if error == "invalid_grant":
             raise OAuth2Revoked(
                 f"{where} refused the refresh token ({said}): it was revoked or expired; "
                 "store a new one (accounts update, or accounts authorize)", error)
-        raise OAuth2Error(f"{where} refused the refresh (HTTP {status}: {said})", error or None)
+        raise OAuth2Error(f"{where} refused the {grant} (HTTP {status}: {said})", error or None)
     access = data.get("access_token")
     if not isinstance(access, str) or not access:
         raise OAuth2Error(f"{where} answered without an access_token")
@@ -100,7 +104,7 @@ def parse_token_response(status: int, body: bytes, now: datetime, *, where: str 
 
 
 async def token_request(token_url: str, form: dict[str, str], client_id: str, client_secret: str | None,
-                        *, timeout: float, secrets: tuple[str, ...] = ()) -> TokenGrant:
+                        *, timeout: float, secrets: tuple[str, ...] = (), grant: str = "refresh") -> TokenGrant:
     """POST a grant to the token endpoint (client_secret_post) and parse the answer.
     OAuth2Unavailable when it cannot be reached in `timeout` seconds.  Cancellation
     abandons the request (nothing is stored)."""
@@ -119,7 +123,7 @@ async def token_request(token_url: str, form: dict[str, str], client_id: str, cl
         raise OAuth2Unavailable(f"{where} cannot be reached ({type(exc).__name__}); mailbridge retries later") from None
     now = datetime.now(timezone.utc)
     return parse_token_response(response.status_code, content, now, where=where,
-                                secrets=(*secrets, *(s for s in (client_secret,) if s)))
+                                secrets=(*secrets, *(s for s in (client_secret,) if s)), grant=grant)
 
 
 async def refresh(token_url: str, client_id: str, client_secret: str | None, refresh_token: str, *,

@@ -12,7 +12,8 @@ from mailbridge.store.db import Db, Row, Tx
 PUBLIC_COLUMNS = (
     "id, email, imap_host, imap_port, imap_tls, imap_username, verify_certificate, enabled, "
     "health, health_reason, health_changed_at, owner, heartbeat_at, excluded_folders, "
-    "credentials_changed_at, created_at, updated_at"
+    "credentials_changed_at, created_at, updated_at, auth_kind, "
+    "(SELECT c.name FROM oauth2_clients c WHERE c.id = accounts.oauth2_client) AS oauth2_client"
 )
 
 
@@ -37,6 +38,8 @@ class Account:
     credentials_changed_at: datetime
     created_at: datetime
     updated_at: datetime
+    auth_kind: str = "password"  # or "oauth2"
+    oauth2_client: str | None = None  # the OAuth2 client's name (oauth2 accounts)
 
     @classmethod
     def from_row(cls, row: Row) -> "Account":
@@ -46,7 +49,7 @@ class Account:
         return cls(**data)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (no password, ever)."""
+        """A JSON-ready dict (no password or token, ever)."""
         out: dict[str, Any] = {}
         for key in self.__slots__:
             value = getattr(self, key)
@@ -105,6 +108,15 @@ async def get(db: Db, account_id: int) -> Account:
     if row is None:
         raise AccountNotFound(f"no account with id {account_id}: see `mailbridge accounts list`")
     return Account.from_row(row)
+
+
+async def find_by_email(db: Db, email: str, host: str | None = None) -> list[Account]:
+    """The accounts with this email address (case-insensitive), on `host` when given."""
+    rows = await db.fetch(
+        f"""SELECT {PUBLIC_COLUMNS} FROM accounts
+            WHERE lower(email) = lower($1) AND ($2::text IS NULL OR lower(imap_host) = lower($2))
+            ORDER BY id""", email, host)
+    return [Account.from_row(r) for r in rows]
 
 
 async def get_password_encrypted(db: Db, account_id: int) -> bytes:

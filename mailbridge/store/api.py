@@ -19,7 +19,7 @@ from mailbridge.store.search import matching_ids_sql
 MESSAGE_COLUMNS = (
     "m.id, m.account_id, m.folder_id, f.name AS folder, m.uid, m.message_id, m.subject, m.from_name, "
     "m.from_email, m.to_emails, m.cc_emails, m.sent_at, m.internal_date, m.size_bytes, m.flags, "
-    "m.in_reply_to, m.references_header, m.provider_thread_id"
+    "m.in_reply_to, m.references_header, m.provider_thread_id, m.email_id, m.labels"
 )
 
 # columns PATCH /accounts/{id} may change (API field → column)
@@ -73,16 +73,33 @@ async def update_account(db: Db, account_id: int, changes: dict[str, Any], *,
 
 
 async def list_folders(db: Db, account_id: int) -> list[dict[str, Any]]:
+    """The account's folders with their counts; a Gmail label view (``gmail_view``, see
+    `mailbridge.sync.discover`) counts what it shows: All Mail's rows with its label (or,
+    for Starred, the flag), all views counted in one pass over All Mail."""
     rows = await db.fetch(
-        """SELECT f.id, f.name, f.delimiter, f.special_use, f.uidvalidity, f.excluded, f.is_priority,
+        """WITH all_mail AS (
+               SELECT id FROM folders
+               WHERE account_id = $1 AND special_use = '\\All' AND gmail_view IS NULL
+                 AND EXISTS (SELECT 1 FROM folders v WHERE v.account_id = $1 AND v.gmail_view IS NOT NULL)
+           ), shown AS (
+               SELECT l.label AS view, count(*) AS messages,
+                      count(*) FILTER (WHERE NOT ('\\Seen' = ANY (m.flags))) AS unread
+               FROM messages m CROSS JOIN LATERAL unnest(m.labels) AS l(label)
+               WHERE m.folder_id IN (SELECT id FROM all_mail) GROUP BY l.label
+               UNION ALL
+               SELECT '\\Flagged', count(*), count(*) FILTER (WHERE NOT ('\\Seen' = ANY (m.flags)))
+               FROM messages m WHERE m.folder_id IN (SELECT id FROM all_mail) AND '\\Flagged' = ANY (m.flags)
+           )
+           SELECT f.id, f.name, f.delimiter, f.special_use, f.uidvalidity, f.excluded, f.is_priority,
                   f.initial_sync_complete, f.last_synced_at, f.server_message_count, f.parked,
-                  f.parked_reason, f.exists_on_server,
-                  coalesce(c.messages, 0) AS messages, coalesce(c.unread, 0) AS unread
+                  f.parked_reason, f.exists_on_server, f.gmail_view,
+                  coalesce(v.messages, c.messages, 0) AS messages, coalesce(v.unread, c.unread, 0) AS unread
            FROM folders f
            LEFT JOIN LATERAL (
                SELECT count(*) AS messages,
                       count(*) FILTER (WHERE NOT ('\\Seen' = ANY (m.flags))) AS unread
-               FROM messages m WHERE m.folder_id = f.id) c ON true
+               FROM messages m WHERE m.folder_id = f.id) c ON f.gmail_view IS NULL
+           LEFT JOIN shown v ON v.view = f.gmail_view
            WHERE f.account_id = $1 ORDER BY f.name""", account_id)
     return [dict(r) for r in rows]
 
@@ -98,6 +115,7 @@ class MessageFilter:
     until: datetime | None = None   # internal_date < until
     sender: str | None = None       # substring of from_email or from_name (case-insensitive)
     q: str | None = None            # full-text query (websearch syntax)
+    label: str | None = None        # carries this Gmail label (X-GM-LABELS)
 
 
 def _like_escape(text: str) -> str:
@@ -116,7 +134,20 @@ async def list_messages(db: Db, account_id: int, filters: MessageFilter, *, limi
         return f"${len(args)}"
 
     if filters.folder is not None:
-        where.append(f"f.name = {arg(filters.folder)}")
+        view = await db.fetchval("SELECT gmail_view FROM folders WHERE account_id = $1 AND name = $2",
+                                 account_id, filters.folder)
+        if view is None:
+            where.append(f"f.name = {arg(filters.folder)}")
+        else:
+            # a Gmail label folder: what Gmail shows there, from All Mail's rows (see
+            # mailbridge.sync.discover): its label, or for Starred the flag
+            where.append("f.special_use = '\\All' AND f.gmail_view IS NULL")
+            if view == "\\Flagged":
+                where.append("'\\Flagged' = ANY (m.flags)")
+            else:
+                where.append(f"{arg(view)} = ANY (m.labels)")
+    if filters.label is not None:
+        where.append(f"{arg(filters.label)} = ANY (m.labels)")
     if filters.unread is True:
         where.append("NOT ('\\Seen' = ANY (m.flags))")
     elif filters.unread is False:
@@ -155,6 +186,24 @@ async def get_message(db: Db, message_id: int) -> dict[str, Any] | None:
         f"""SELECT {MESSAGE_COLUMNS}, f.raw_name AS folder_raw_name, f.uidvalidity AS folder_uidvalidity
             FROM messages m JOIN folders f ON f.id = m.folder_id WHERE m.id = $1""", message_id)
     return dict(row) if row is not None else None
+
+
+def message_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A message row (MESSAGE_COLUMNS) as the API shows it: `GET /messages/{id}`, the
+    listings, and the `data` of a webhook's message event."""
+    flags = list(row.get("flags") or [])
+    return {
+        "id": row["id"], "account_id": row["account_id"], "folder_id": row["folder_id"], "folder": row["folder"],
+        "uid": row["uid"], "message_id": row["message_id"], "subject": row["subject"],
+        "from_name": row["from_name"], "from_email": row["from_email"],
+        "to_emails": list(row.get("to_emails") or []), "cc_emails": list(row.get("cc_emails") or []),
+        "sent_at": row["sent_at"], "internal_date": row["internal_date"], "size_bytes": row["size_bytes"],
+        "flags": flags, "unread": "\\Seen" not in flags, "flagged": "\\Flagged" in flags,
+        "in_reply_to": row["in_reply_to"], "references": list(row.get("references_header") or []),
+        "provider_thread_id": row["provider_thread_id"],
+        "email_id": row.get("email_id"),
+        "labels": None if row.get("labels") is None else list(row["labels"]),
+    }
 
 
 MAX_THREAD = 2000
@@ -239,4 +288,4 @@ async def events_after(db: Db, after_id: int, *, limit: int = 500,
 
 
 __all__ = ["EDITABLE", "MessageFilter", "account_exists", "events_after", "get_message", "last_event_id",
-           "list_folders", "list_messages", "ping", "remove_gone_message", "thread_of", "update_account"]
+           "list_folders", "list_messages", "message_json", "ping", "remove_gone_message", "thread_of", "update_account"]

@@ -38,6 +38,8 @@ class Folder:
     last_flag_scan_at: datetime | None
     last_repair_at: datetime | None = None
     parked_reason: str | None = None
+    special_use: str | None = None
+    gmail_view: str | None = None  # a Gmail label folder (not mirrored): the label it shows, see sql/0011
 
     @classmethod
     def from_row(cls, row: Row) -> "Folder":
@@ -57,6 +59,7 @@ class FolderPlan:
     special_use: str | None
     is_priority: bool
     excluded: bool
+    gmail_view: str | None = None  # a Gmail label folder: what it shows (it is then excluded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,15 +132,17 @@ async def upsert_listed(tx: Tx, account_id: int, plans: Sequence[FolderPlan]) ->
     returns how many were new."""
     return int(await tx.fetchval(
         """WITH src AS (
-               SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::bool[])
-                   AS s(name, raw_name, delimiter, special_use, is_priority, excluded)
+               SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::bool[],
+                                    $8::text[])
+                   AS s(name, raw_name, delimiter, special_use, is_priority, excluded, gmail_view)
            ), up AS (
-               INSERT INTO folders (account_id, name, raw_name, delimiter, special_use, is_priority, excluded)
-               SELECT $1, name, raw_name, delimiter, special_use, is_priority, excluded FROM src
+               INSERT INTO folders (account_id, name, raw_name, delimiter, special_use, is_priority, excluded,
+                                    gmail_view)
+               SELECT $1, name, raw_name, delimiter, special_use, is_priority, excluded, gmail_view FROM src
                ON CONFLICT (account_id, name) DO UPDATE SET
                    raw_name = EXCLUDED.raw_name, delimiter = EXCLUDED.delimiter,
                    special_use = EXCLUDED.special_use, is_priority = EXCLUDED.is_priority,
-                   excluded = EXCLUDED.excluded, exists_on_server = true
+                   excluded = EXCLUDED.excluded, gmail_view = EXCLUDED.gmail_view, exists_on_server = true
                RETURNING (xmax = 0) AS inserted, id, name
            ), ev AS (
                INSERT INTO events (account_id, folder_id, kind, payload)
@@ -146,6 +151,7 @@ async def upsert_listed(tx: Tx, account_id: int, plans: Sequence[FolderPlan]) ->
            SELECT count(*) FILTER (WHERE inserted) FROM up""",
         account_id, [p.name for p in plans], [p.raw_name for p in plans], [p.delimiter for p in plans],
         [p.special_use for p in plans], [p.is_priority for p in plans], [p.excluded for p in plans],
+        [p.gmail_view for p in plans],
     ))
 
 
@@ -163,6 +169,26 @@ async def remove_unlisted(tx: Tx, account_id: int, names: Sequence[str]) -> int:
            SELECT count(*) FROM gone""",
         account_id, list(names),
     ))
+
+
+async def clear_views(tx: Tx, account_id: int) -> int:
+    """Forget the rows and sync state of the account's Gmail label views (a folder mirrored
+    before it was known to be a view: its rows would show each message twice); returns how
+    many rows went.  Nothing to do (one indexed look) in the usual case."""
+    ids = [r["id"] for r in await tx.fetch(
+        "SELECT id FROM folders WHERE account_id = $1 AND gmail_view IS NOT NULL AND uidvalidity IS NOT NULL",
+        account_id)]
+    if not ids:
+        return 0
+    removed = int(await tx.fetchval(
+        "WITH d AS (DELETE FROM messages WHERE folder_id = ANY($1::bigint[]) RETURNING 1) SELECT count(*) FROM d",
+        ids))
+    await tx.execute(
+        """UPDATE folders SET uidvalidity = NULL, uidnext = NULL, highestmodseq = NULL,
+               initial_sync_complete = false, initial_top_uid = NULL, initial_low_uid = NULL,
+               synced_high_uid = NULL, message_count = 0, server_message_count = NULL
+           WHERE id = ANY($1::bigint[])""", ids)
+    return removed
 
 
 # --- cursors ----------------------------------------------------------------------------

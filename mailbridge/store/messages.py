@@ -21,13 +21,13 @@ from mailbridge.store.db import Db, Tx
 COLUMNS = (
     "uid", "message_id", "subject", "from_name", "from_email", "to_emails", "cc_emails",
     "sent_at", "internal_date", "size_bytes", "flags", "in_reply_to", "references_header",
-    "modseq", "defects",
+    "modseq", "defects", "email_id", "provider_thread_id", "labels",
 )
 
 _TYPES = (
     "bigint", "text", "text", "text", "text", "text[]", "text[]",
     "timestamptz", "timestamptz", "bigint", "text[]", "text", "text[]",
-    "bigint", "text[]",
+    "bigint", "text[]", "text", "text", "text[]",
 )
 _ARRAY_COLUMNS = frozenset(c for c, t in zip(COLUMNS, _TYPES) if t == "text[]")
 _TEXT_COLUMNS = tuple(i for i, t in enumerate(_TYPES) if t.startswith("text"))
@@ -63,10 +63,17 @@ WITH target AS (
         sent_at = EXCLUDED.sent_at, internal_date = EXCLUDED.internal_date,
         size_bytes = EXCLUDED.size_bytes, flags = EXCLUDED.flags,
         in_reply_to = EXCLUDED.in_reply_to, references_header = EXCLUDED.references_header,
-        modseq = EXCLUDED.modseq, defects = EXCLUDED.defects, updated_at = now()
-    WHERE (messages.flags, messages.message_id, messages.subject, messages.size_bytes, messages.internal_date)
+        modseq = EXCLUDED.modseq, defects = EXCLUDED.defects,
+        -- Gmail's / RFC 8474's ids and Gmail's labels: NULL in a fetch means not sent, kept
+        email_id = coalesce(EXCLUDED.email_id, messages.email_id),
+        provider_thread_id = coalesce(EXCLUDED.provider_thread_id, messages.provider_thread_id),
+        labels = coalesce(EXCLUDED.labels, messages.labels), updated_at = now()
+    WHERE (messages.flags, messages.message_id, messages.subject, messages.size_bytes, messages.internal_date,
+           messages.labels, messages.email_id, messages.provider_thread_id)
           IS DISTINCT FROM
-          (EXCLUDED.flags, EXCLUDED.message_id, EXCLUDED.subject, EXCLUDED.size_bytes, EXCLUDED.internal_date)
+          (EXCLUDED.flags, EXCLUDED.message_id, EXCLUDED.subject, EXCLUDED.size_bytes, EXCLUDED.internal_date,
+           coalesce(EXCLUDED.labels, messages.labels), coalesce(EXCLUDED.email_id, messages.email_id),
+           coalesce(EXCLUDED.provider_thread_id, messages.provider_thread_id))
     RETURNING id, uid, (xmax = 0) AS inserted
 ), ev AS (
     INSERT INTO events (account_id, folder_id, kind, payload)
@@ -219,6 +226,9 @@ def _columns(metas: Sequence[MessageMeta]) -> list[Any]:
         [_array(m.references) for m in metas],
         [m.modseq for m in metas],
         [_array(m.defects) if m.defects else None for m in metas],
+        [m.email_id for m in metas],  # the server's own (Gmail X-GM-MSGID, RFC 8474 EMAILID)
+        [m.thread_id for m in metas],
+        [None if m.labels is None else _flags_literal(m.labels) for m in metas],
     ]
     texts = [columns[i] for i in _TEXT_COLUMNS]
     blob = "".join(["".join(filter(None, values)) for values in texts])
@@ -275,31 +285,39 @@ async def remove_all(tx: Tx, folder_id: int) -> int:
 
 async def update_flags(tx: Db, account_id: int, folder_id: int, updates: Iterable[FlagUpdate], *,
                        emit_events: bool = True) -> int:
-    """Set the flags of known UIDs where they differ; returns how many changed."""
+    """Set the flags (and, where an update carries them, Gmail's labels) of known UIDs
+    where they differ; returns how many changed.  An update without labels (None: the
+    FETCH did not carry them) keeps the stored ones.  Each change's `message_changed`
+    event holds the flags and the labels."""
     updates = list(updates)
     if not updates:
         return 0
     uids = [u.uid for u in updates]
     flags = ["\x1f".join(u.flags) for u in updates]
     modseqs = [u.modseq for u in updates]
+    labels = [None if u.labels is None else _flags_literal(u.labels) for u in updates]
     return int(await tx.fetchval(
         """WITH src AS (
-               SELECT * FROM unnest($3::bigint[], $4::text[], $5::bigint[]) AS s(uid, flags, modseq)
+               SELECT uid, coalesce(string_to_array(nullif(flags, ''), E'\\x1f'), '{}') AS flags, modseq,
+                      labels::text[] AS labels
+               FROM unnest($3::bigint[], $4::text[], $5::bigint[], $7::text[]) AS s(uid, flags, modseq, labels)
            ), up AS (
                UPDATE messages m
-               SET flags = coalesce(string_to_array(nullif(src.flags, ''), E'\\x1f'), '{}'),
+               SET flags = src.flags, labels = coalesce(src.labels, m.labels),
                    modseq = coalesce(src.modseq, m.modseq), updated_at = now()
                FROM src
                WHERE m.folder_id = $2 AND m.uid = src.uid
-                 AND m.flags IS DISTINCT FROM coalesce(string_to_array(nullif(src.flags, ''), E'\\x1f'), '{}')
-               RETURNING m.id, m.uid, m.flags
+                 AND (m.flags, m.labels) IS DISTINCT FROM (src.flags, coalesce(src.labels, m.labels))
+               RETURNING m.id, m.uid, m.flags, m.labels
            ), ev AS (
                INSERT INTO events (account_id, folder_id, kind, payload)
-               SELECT $1, $2, 'message_changed', jsonb_build_object('message', id, 'uid', uid, 'flags', flags)
+               SELECT $1, $2, 'message_changed',
+                      jsonb_strip_nulls(jsonb_build_object('message', id, 'uid', uid, 'flags', flags,
+                                                           'labels', labels))
                FROM up WHERE $6
            )
            SELECT count(*) FROM up""",
-        account_id, folder_id, uids, flags, modseqs, emit_events,
+        account_id, folder_id, uids, flags, modseqs, emit_events, labels,
     ))
 
 
@@ -363,6 +381,13 @@ async def flags_between(db: Db, folder_id: int, low: int, high: int) -> dict[int
     rows = await db.fetch("SELECT uid, flags FROM messages WHERE folder_id = $1 AND uid BETWEEN $2 AND $3",
                           folder_id, low, high)
     return {r["uid"]: tuple(r["flags"]) for r in rows}
+
+
+async def labels_between(db: Db, folder_id: int, low: int, high: int) -> dict[int, tuple[str, ...] | None]:
+    """Mirrored Gmail labels of a folder's UIDs in [low, high] (None: not known)."""
+    rows = await db.fetch("SELECT uid, labels FROM messages WHERE folder_id = $1 AND uid BETWEEN $2 AND $3",
+                          folder_id, low, high)
+    return {r["uid"]: None if r["labels"] is None else tuple(r["labels"]) for r in rows}
 
 
 async def flags_of(db: Db, folder_id: int, uids: Sequence[int]) -> dict[int, tuple[str, ...]]:

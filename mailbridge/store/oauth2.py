@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mailbridge.errors import InvalidInput, UniqueViolation
+from mailbridge.errors import InvalidInput, NameTaken, UniqueViolation
 from mailbridge.store.db import Db, Tx
 
 
@@ -56,7 +56,7 @@ _CLIENT_COLUMNS = "id, name, token_url, authorize_url, client_id, scopes, create
 
 
 async def insert_client(db: Db, new: NewOAuth2Client, secret_encrypted: bytes | None) -> int:
-    """Register a client; InvalidInput when the name is taken.  Returns its id."""
+    """Register a client; NameTaken (an InvalidInput) when the name is taken.  Returns its id."""
     try:
         return int(await db.fetchval(
             """INSERT INTO oauth2_clients (name, token_url, authorize_url, client_id,
@@ -64,7 +64,7 @@ async def insert_client(db: Db, new: NewOAuth2Client, secret_encrypted: bytes | 
                VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
             new.name, new.token_url, new.authorize_url, new.client_id, secret_encrypted, new.scopes))
     except UniqueViolation:
-        raise InvalidInput(f"an OAuth2 client named {new.name!r} already exists", {"name": "already exists"}) from None
+        raise NameTaken(f"an OAuth2 client named {new.name!r} already exists", {"name": "already exists"}) from None
 
 
 async def list_clients(db: Db) -> list[OAuth2Client]:
@@ -77,7 +77,7 @@ async def get_client(db: Db, name: str) -> OAuth2Client:
     row = await db.fetchrow(f"SELECT {_CLIENT_COLUMNS} FROM oauth2_clients WHERE name = $1", name)
     if row is None:
         raise InvalidInput(f"no OAuth2 client named {name!r}: see `mailbridge oauth2 list`",
-                           {"oauth2": "unknown client"})
+                           {"oauth2": f"no OAuth2 client named {name!r}"})
     return OAuth2Client(**dict(row))
 
 
@@ -88,14 +88,27 @@ async def get_client_secret_encrypted(db: Db, client_pk: int) -> bytes | None:
 
 async def set_account_oauth2(db: Db | Tx, account_id: int, client_pk: int, refresh_encrypted: bytes,
                              access_encrypted: bytes | None = None,
-                             access_expires_at: datetime | None = None) -> None:
+                             access_expires_at: datetime | None = None, *,
+                             credentials_changed: bool = False) -> None:
     """Make the account sign in with OAuth2 through the client, with this refresh token
-    (and, when known, a current access token)."""
+    (and, when known, a current access token).  `credentials_changed`: also bump
+    `credentials_changed_at`, which the accounts trigger turns into a NOTIFY (the
+    supervisor replaces the actor, waking one parked as auth_failed)."""
+    bump = ", credentials_changed_at = clock_timestamp()" if credentials_changed else ""
     await db.execute(
-        """UPDATE accounts SET auth_kind = 'oauth2', oauth2_client = $2, refresh_token_encrypted = $3,
-                  access_token_encrypted = $4, access_token_expires_at = $5, updated_at = now()
-           WHERE id = $1""",
+        f"""UPDATE accounts SET auth_kind = 'oauth2', oauth2_client = $2, refresh_token_encrypted = $3,
+                   access_token_encrypted = $4, access_token_expires_at = $5, updated_at = now(){bump}
+            WHERE id = $1""",
         account_id, client_pk, refresh_encrypted, access_encrypted, access_expires_at)
+
+
+async def clear_account_oauth2(db: Db | Tx, account_id: int) -> None:
+    """Make the account sign in with its password again (its OAuth2 tokens forgotten); the
+    caller stores the password (which bumps `credentials_changed_at`)."""
+    await db.execute(
+        """UPDATE accounts SET auth_kind = 'password', oauth2_client = NULL, refresh_token_encrypted = NULL,
+                  access_token_encrypted = NULL, access_token_expires_at = NULL, updated_at = now()
+           WHERE id = $1""", account_id)
 
 
 async def auth_kind(db: Db, account_id: int) -> str:

@@ -7,6 +7,13 @@ command can name them, Postgres cannot store NUL): `discover_folders` reports th
 the account's health names them (degraded, as a parked folder: mail there is not
 mirrored until the folder is renamed on the server).  A folder that left the server
 leaves the mirror with its messages.
+
+Gmail (the server offers X-GM-EXT-1) shows every message in ``[Gmail]/All Mail`` (\\All)
+and again in a folder per label.  Only \\All, \\Trash and \\Junk are mirrored there
+(Trash and Junk excluded by default, as everywhere); every other folder is a *view*: its
+row is kept, excluded, with what it shows in ``gmail_view`` (`gmail_view_of`), so the API
+can answer for it from All Mail's rows and their labels, and no cycle selects it or asks
+its STATUS.
 """
 
 from __future__ import annotations
@@ -47,6 +54,30 @@ def special_use_of(entry: ListEntry) -> str | None:
     return None
 
 
+# Gmail's special-use folders that are views, and the label (or, for Starred, the flag) they show
+GMAIL_VIEWS = {"\\Sent": "\\Sent", "\\Drafts": "\\Draft", "\\Important": "\\Important",
+               "\\Flagged": "\\Flagged"}
+GMAIL_MIRRORED = ("\\All", "\\Trash", "\\Junk")  # the folders Gmail's messages are stored from
+
+
+def gmail_view_of(entry: ListEntry, name: str) -> str | None:
+    """On Gmail, what the folder `entry` (named `name`) shows: ``\\Inbox`` for INBOX, the
+    system label of a special-use folder (``\\Flagged``, a flag, for Starred), else the
+    user label it is named after; None for a folder that is mirrored (All Mail, Trash,
+    Spam)."""
+    if entry.special_use in GMAIL_MIRRORED:
+        return None
+    if name == "INBOX":
+        return "\\Inbox"
+    attrs = {a.lower() for a in entry.flags} | ({entry.special_use.lower()} if entry.special_use else set())
+    for attr, shows in GMAIL_VIEWS.items():  # \\Important (RFC 8457) is not a special use here
+        if attr.lower() in attrs:
+            return shows
+    if special_use_of(entry) in ("\\Trash", "\\Junk"):  # a server without special-use attributes (by name)
+        return None
+    return name if entry.delimiter in (None, "/") else name.replace(entry.delimiter, "/")
+
+
 def unusable(entry: ListEntry) -> bool:
     """The entry's name holds a character no command or row can carry safely."""
     return any(c in entry.raw_name or c in entry.name for c in UNUSABLE_CHARACTERS)
@@ -64,9 +95,12 @@ def skipped_problem(names: Sequence[str]) -> str:
             f"safely ({listed}); rename them on the server to mirror them")
 
 
-def plan_folders(entries: Iterable[ListEntry], excluded_names: Iterable[str] | None = None) -> list[FolderPlan]:
+def plan_folders(entries: Iterable[ListEntry], excluded_names: Iterable[str] | None = None, *,
+                 gmail: bool = False) -> list[FolderPlan]:
     """Classify LIST entries; `excluded_names` (account setting) replaces the default
-    exclusions (Trash, Junk/Spam) when given.  Unusable names are left out."""
+    exclusions (Trash, Junk/Spam) when given.  Unusable names are left out.  With `gmail`
+    (X-GM-EXT-1), the label folders are views (excluded, `gmail_view` set; see the module
+    doc) and All Mail is the priority folder."""
     custom = {n.lower() for n in excluded_names} if excluded_names is not None else None
     plans: dict[str, FolderPlan] = {}
     for entry in entries:
@@ -79,7 +113,11 @@ def plan_folders(entries: Iterable[ListEntry], excluded_names: Iterable[str] | N
         else:
             excluded = name.lower() in custom
         priority = name == "INBOX" or use == "\\Sent"
-        plans[name] = FolderPlan(name, entry.raw_name, entry.delimiter, use, priority, excluded)
+        view = gmail_view_of(entry, name) if gmail else None
+        if gmail:
+            priority = use == "\\All"
+            excluded = excluded or view is not None
+        plans[name] = FolderPlan(name, entry.raw_name, entry.delimiter, use, priority, excluded, view)
     return sorted(plans.values(), key=lambda p: (not p.is_priority, p.name != "INBOX", p.name))
 
 
@@ -88,6 +126,11 @@ async def apply_plan(tx: Tx, account_id: int, plans: Sequence[FolderPlan]) -> tu
     messages), in the caller's transaction.  Returns (added, removed)."""
     added = await folder_store.upsert_listed(tx, account_id, plans)
     removed = await folder_store.remove_unlisted(tx, account_id, [p.name for p in plans])
+    if any(p.gmail_view is not None for p in plans):
+        dropped = await folder_store.clear_views(tx, account_id)
+        if dropped:
+            log.info("account %d: %d row(s) of Gmail label folders dropped (mirrored from All Mail now)",
+                     account_id, dropped)
     return added, removed
 
 
@@ -107,7 +150,7 @@ async def discover_folders(db: Any, session: Any, account_id: int,
     skipped = tuple(unusable_names(entries))
     if skipped:
         log.warning("account %d: %s", account_id, skipped_problem(skipped))
-    plans = plan_folders(entries, excluded_names)
+    plans = plan_folders(entries, excluded_names, gmail=session.has("X-GM-EXT-1"))
     async with db.transaction() as tx:
         added, removed = await apply_plan(tx, account_id, plans)
     if added or removed:
@@ -115,5 +158,6 @@ async def discover_folders(db: Any, session: Any, account_id: int,
     return Discovery(await folder_store.load_folders(db, account_id), skipped)
 
 
-__all__ = ["Discovery", "FolderPlan", "UNUSABLE_CHARACTERS", "apply_plan", "discover_folders", "plan_folders",
+__all__ = ["Discovery", "FolderPlan", "UNUSABLE_CHARACTERS", "apply_plan", "discover_folders", "gmail_view_of",
+           "plan_folders",
            "skipped_problem", "special_use_of", "unusable", "unusable_names"]

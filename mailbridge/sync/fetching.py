@@ -24,6 +24,10 @@ HEADER_FIELDS = "MESSAGE-ID SUBJECT FROM TO CC DATE IN-REPLY-TO REFERENCES"
 META_ITEMS = f"(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"
 META_ITEMS_MODSEQ = f"(UID FLAGS INTERNALDATE RFC822.SIZE MODSEQ BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"
 PARSE_SLICE = 100  # FETCH responses parsed between checkpoints
+GMAIL_ITEMS = "X-GM-MSGID X-GM-THRID X-GM-LABELS"  # where the server offers X-GM-EXT-1
+OBJECT_ITEMS = "EMAILID THREADID"  # where it offers RFC 8474 OBJECTID
+FLAG_ITEMS = "(UID FLAGS)"
+FLAG_ITEMS_GMAIL = "(UID FLAGS X-GM-LABELS)"  # a label change bumps MODSEQ: CHANGEDSINCE finds it
 
 RawFetch = list[bytes | bytearray]  # one metadata UID FETCH command's untagged lines
 
@@ -35,6 +39,25 @@ def since_criterion(retention_days: int | None, now: datetime) -> str:
         return ""
     day = (now - timedelta(days=retention_days)).date()
     return f" SINCE {day.day}-{day.strftime('%b')}-{day.year}"
+
+
+def meta_items(session: ImapSession) -> str:
+    """The metadata FETCH items for `session`'s server: META_ITEMS (with MODSEQ under
+    CONDSTORE), plus Gmail's ids and labels (X-GM-EXT-1) and RFC 8474's ids (OBJECTID)
+    where offered."""
+    extra = [items for cap, items in (("X-GM-EXT-1", GMAIL_ITEMS), ("OBJECTID", OBJECT_ITEMS))
+             if session.has(cap)]
+    items = META_ITEMS_MODSEQ if session.condstore else META_ITEMS
+    if not extra:
+        return items
+    head, _, body = items.partition(" BODY.PEEK[")
+    return f"{head} {' '.join(extra)} BODY.PEEK[{body}"
+
+
+def flag_items(session: ImapSession) -> str:
+    """The items of a flags-only FETCH (flag scan, CHANGEDSINCE): with X-GM-LABELS on
+    Gmail, so a label change reaches the mirror as a flag change does."""
+    return FLAG_ITEMS_GMAIL if session.has("X-GM-EXT-1") else FLAG_ITEMS
 
 
 class FolderReader:
@@ -62,7 +85,7 @@ class FolderReader:
 
     async def fetch_raw(self, uids: list[int]) -> list[RawFetch]:
         """The unparsed metadata FETCH responses (one `lines` per command) of `uids`."""
-        items = META_ITEMS_MODSEQ if self.session.condstore else META_ITEMS
+        items = meta_items(self.session)
         responses = []
         for uid_set in split_for_command(uids):
             response = await self.session.uid_fetch(uid_set, items)

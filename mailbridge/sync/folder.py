@@ -125,11 +125,12 @@ class FolderSync:
         info = parse_select(response.lines_and_text)
         self.select_info = info
         f = self.folder
-        top = (info.uidnext - 1) if info.uidnext else await self._max_uid()
-        if f.uidvalidity is None:
-            await self._init_cursors(info, top)
-            return Step(f.name, "select", total=info.exists, detail="first sync")
-        if info.uidvalidity is not None and info.uidvalidity != f.uidvalidity:
+        if f.uidvalidity is None or (info.uidvalidity is not None and info.uidvalidity != f.uidvalidity):
+            # where the sync starts: a steady visit needs no top (Courier's SELECT has no UIDNEXT)
+            top = (info.uidnext - 1) if info.uidnext else await self._max_uid()
+            if f.uidvalidity is None:
+                await self._init_cursors(info, top)
+                return Step(f.name, "select", total=info.exists, detail="first sync")
             return await self._reset(info, top)
         return Step(f.name, "select", total=info.exists)
 

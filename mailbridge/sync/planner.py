@@ -18,6 +18,11 @@ check).  What costs more is planned here, per tick (``MAILBRIDGE_POLL_SECONDS``)
   scanned each tick, and more when that rate could not scan each of them within
   ``flag_scan_every`` (``MAILBRIDGE_FLAG_SCAN_HOURS``): then the overdue ones, most
   overdue first, up to the rate that can (``ceil(folders × tick / flag_scan_every)``);
+  beyond those, the next least recently scanned as long as they fit in ``scan_budget``
+  (`FLAG_SCAN_BUDGET`: at most `SCAN_BUDGET_FOLDERS` more folders, holding together at
+  most `SCAN_BUDGET_MESSAGES` messages as their last visits counted, ``sizes``), so the
+  few small folders of most accounts are all scanned every tick (and, as the light
+  cycle repeats these scans, every half tick); a large account's take turns;
 - **full reconciles** (``UID SEARCH`` diff and flags, whatever the server offers, as a
   safety net): when due (``reconcile_every`` since the last, plus a fixed per-folder
   jitter of up to ``reconcile_jitter`` so folders do not come due together), one per
@@ -32,8 +37,9 @@ once overdue by ``flag_scan_every``), within the same per-tick limits.  A plan w
 coverage is the **full** cycle, the safety net under pushes.
 
 Two other plans share the vocabulary: a **light** cycle (half way between ticks: only
-the folders still in their initial sync, and STATUS checks of the steady uncovered
-ones), and a **complete** one (`sync --once`: every included folder, flags scanned, to
+the folders still in their initial sync, the full plan's flag scans of uncovered
+non-priority folders when asked (``scans``), and STATUS checks of the other steady
+uncovered ones), and a **complete** one (`sync --once`: every included folder, flags scanned, to
 the end).
 """
 
@@ -42,9 +48,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Collection, Sequence
+from typing import Collection, Mapping, Sequence
 
 from mailbridge.store.folders import Folder
+
+
+@dataclass(frozen=True, slots=True)
+class ScanBudget:
+    """How many flag scans a cycle may add beyond the per-tick and overdue ones: up to
+    `folders` more folders holding together at most `messages` messages."""
+
+    folders: int = 0
+    messages: int = 0
+
+
+NO_SCAN_BUDGET = ScanBudget()
+SCAN_BUDGET_FOLDERS = 10      # extra flag scans per cycle at most (servers without CONDSTORE)
+SCAN_BUDGET_MESSAGES = 5_000  # messages those extra scans may fetch the flags of, together
+FLAG_SCAN_BUDGET = ScanBudget(SCAN_BUDGET_FOLDERS, SCAN_BUDGET_MESSAGES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +132,12 @@ def plan_cycle(folders: Sequence[Folder], *, now: datetime, offset: int = 0, sta
                folders_per_tick: int = 5, status_per_tick: int = 50, scans_per_tick: int = 2,
                condstore: bool = False, reconcile_every: timedelta = timedelta(hours=6),
                reconcile_jitter: timedelta = timedelta(minutes=15), tick: timedelta = timedelta(seconds=60),
-               flag_scan_every: timedelta = timedelta(hours=6), covered: Collection[int] = frozenset()) -> CyclePlan:
+               flag_scan_every: timedelta = timedelta(hours=6), covered: Collection[int] = frozenset(),
+               scan_budget: ScanBudget = NO_SCAN_BUDGET, sizes: Mapping[int, int | None] | None = None) -> CyclePlan:
     """The visits (priority first, then by name) and STATUS checks of this tick; of the
-    `covered` folders (ids) only what is due on its own clock (see the module doc)."""
+    `covered` folders (ids) only what is due on its own clock (see the module doc).
+    `sizes`: each folder's message count as its last visit stored (by id; unknown counts
+    as too large for `scan_budget`)."""
     eligible = [f for f in folders if not f.excluded and not f.parked]
     priority = [f for f in eligible if f.is_priority]
     others = sorted((f for f in eligible if not f.is_priority), key=lambda f: f.name)
@@ -130,7 +154,8 @@ def plan_cycle(folders: Sequence[Folder], *, now: datetime, offset: int = 0, sta
         work.setdefault(f.id, FolderWork(f))
 
     if not condstore:
-        scans = flag_scans(open_steady, now=now, per_tick=scans_per_tick, tick=tick, every=flag_scan_every)
+        scans = flag_scans(open_steady, now=now, per_tick=scans_per_tick, tick=tick, every=flag_scan_every,
+                           budget=scan_budget, sizes=sizes or {})
         # covered folders' flag changes are pushed: scanned only when overdue, as a safety net
         scans += flag_scans([f for f in priority + steady if f.id in covered and f.initial_sync_complete],
                             now=now, per_tick=0, tick=tick, every=flag_scan_every)
@@ -150,11 +175,15 @@ def plan_cycle(folders: Sequence[Folder], *, now: datetime, offset: int = 0, sta
 
 
 def flag_scans(steady: Sequence[Folder], *, now: datetime, per_tick: int, tick: timedelta,
-               every: timedelta) -> list[Folder]:
+               every: timedelta, budget: ScanBudget = NO_SCAN_BUDGET,
+               sizes: Mapping[int, int | None] | None = None) -> list[Folder]:
     """The steady non-priority folders to flag-scan this tick, least recently scanned first:
     `per_tick` of them, and beyond that the overdue ones (never scanned, or not within
     `every`) up to the rate that scans each folder within `every` (every folder, when
-    `every` is not longer than a tick)."""
+    `every` is not longer than a tick); then, of the rest, least recently scanned first,
+    those that fit in `budget` (`sizes`: message counts by folder id; a folder of unknown
+    size or larger than what is left waits for its turn among the first, an empty one for
+    its STATUS check)."""
     never = datetime.min.replace(tzinfo=now.tzinfo)
     ordered = sorted(steady, key=lambda f: (f.last_flag_scan_at or never, f.name))
     needed = len(ordered) if every <= tick else math.ceil(len(ordered) * (tick / every))
@@ -163,17 +192,30 @@ def flag_scans(steady: Sequence[Folder], *, now: datetime, per_tick: int, tick: 
         if f.last_flag_scan_at is not None and now - f.last_flag_scan_at < every:
             break  # sorted: the rest were scanned more recently still
         chosen.append(f)
+    folders_left, messages_left = budget.folders, budget.messages
+    for f in ordered[len(chosen):]:
+        if folders_left <= 0:
+            break
+        size = (sizes or {}).get(f.id)
+        if size and size <= messages_left:  # an empty folder has no flags to change
+            chosen.append(f)
+            folders_left -= 1
+            messages_left -= size
     return chosen
 
 
 def plan_light(full: CyclePlan, folders: Sequence[Folder], *, status_per_tick: int,
-               covered: Collection[int] = frozenset()) -> CyclePlan:
+               covered: Collection[int] = frozenset(), scans: bool = False) -> CyclePlan:
     """A light cycle, from the `full` plan of the same moment: only its visits of folders
-    still in their initial sync, and STATUS checks of the steady non-priority folders not
+    still in their initial sync, with `scans` its flag scans of steady non-priority
+    folders not `covered`, and STATUS checks of the other steady non-priority folders not
     `covered` (up to `status_per_tick`); the rotations do not advance."""
-    work = tuple(w for w in full.work if not w.folder.initial_sync_complete)
-    checks = tuple(f for f in folders if f.initial_sync_complete and not f.is_priority
+    work = tuple(w for w in full.work if not w.folder.initial_sync_complete
+                 or (scans and w.flag_scan and not w.folder.is_priority and w.folder.id not in covered))
+    planned = {w.folder.id for w in work}
+    checks = tuple(f for f in folders if f.initial_sync_complete and not f.is_priority and f.id not in planned
                    and not f.excluded and not f.parked and f.id not in covered)[:status_per_tick]
+    work = tuple(w if not w.folder.initial_sync_complete else FolderWork(w.folder, flag_scan=True) for w in work)
     return CyclePlan(work, checks, full.next_offset, full.next_status_offset)
 
 
@@ -195,5 +237,6 @@ def status_changed(folder: Folder, *, messages: int | None, uidnext: int | None,
     return highestmodseq is not None and highestmodseq != folder.highestmodseq
 
 
-__all__ = ["NO_COVERAGE", "Coverage", "CyclePlan", "FolderWork", "flag_scans", "jitter_of",
+__all__ = ["FLAG_SCAN_BUDGET", "NO_COVERAGE", "NO_SCAN_BUDGET", "SCAN_BUDGET_FOLDERS", "SCAN_BUDGET_MESSAGES",
+           "Coverage", "CyclePlan", "FolderWork", "ScanBudget", "flag_scans", "jitter_of",
            "plan_complete", "plan_cycle", "plan_light", "reconcile_due", "status_changed"]

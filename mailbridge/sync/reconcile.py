@@ -9,6 +9,8 @@ Flags
     ``UID FETCH low:high (UID FLAGS) (CHANGEDSINCE stored)``, plus ``VANISHED`` when
     QRESYNC is enabled, which also names the expunged UIDs.
   - otherwise, when a flag scan is planned: ``UID FETCH low:high (UID FLAGS)``, diffed.
+  - on Gmail (X-GM-EXT-1) both ask ``X-GM-LABELS`` too: a label change bumps the
+    message's MODSEQ, so it arrives (and is stored) as a flag change does.
 
 Deletes
   - QRESYNC's VANISHED, when we have it;
@@ -36,7 +38,7 @@ from mailbridge.store import folders as folder_store
 from mailbridge.store import messages as message_store
 from mailbridge.store.db import Db
 from mailbridge.store.folders import Folder
-from mailbridge.sync.fetching import FolderReader
+from mailbridge.sync.fetching import FolderReader, flag_items
 from mailbridge.sync.salvage import write_batch
 
 log = logging.getLogger(__name__)
@@ -76,9 +78,9 @@ async def reconcile(db: Db, reader: FolderReader, f: Folder, info: SelectInfo, *
     if condstore and prev_modseq and info.highestmodseq is not None and not full:
         if info.highestmodseq != prev_modseq:
             modifiers = f"(CHANGEDSINCE {prev_modseq}{' VANISHED' if qresync else ''})"
-            response = await session.uid_fetch(f"{low}:{high}", "(UID FLAGS)", modifiers=modifiers)
+            response = await session.uid_fetch(f"{low}:{high}", flag_items(session), modifiers=modifiers)
             commands += 1
-            flag_updates = [FlagUpdate(i.uid, i.flags, i.modseq) for i in parse_fetch(response.lines)
+            flag_updates = [FlagUpdate(i.uid, i.flags, i.modseq, i.labels) for i in parse_fetch(response.lines)
                             if isinstance(i, (FlagUpdate, MessageMeta)) and low <= i.uid <= high]
             if qresync:
                 vanished = [u for u in parse_vanished(response.lines) if low <= u <= high]
@@ -140,15 +142,20 @@ async def _scan_flags(db: Db, reader: FolderReader, folder_id: int, low: int, hi
     commands = 0
     for lo in range(low, high + 1, SCAN_CHUNK):
         hi = min(high, lo + SCAN_CHUNK - 1)
-        response = await reader.session.uid_fetch(f"{lo}:{hi}", "(UID FLAGS)")
+        response = await reader.session.uid_fetch(f"{lo}:{hi}", flag_items(reader.session))
         commands += 1
         mirrored = await message_store.flags_between(db, folder_id, lo, hi)
+        labelled = await message_store.labels_between(db, folder_id, lo, hi) \
+            if reader.session.has("X-GM-EXT-1") else {}
         for item in parse_fetch(response.lines):
             if isinstance(item, (FlagUpdate, MessageMeta)) and lo <= item.uid <= hi:
                 server.add(item.uid)
                 mine = mirrored.get(item.uid)
-                if mine is not None and sorted(mine) != sorted(item.flags):
-                    differ.append(FlagUpdate(item.uid, item.flags, item.modseq))
+                if mine is None:
+                    continue
+                labels_differ = item.labels is not None and sorted(labelled.get(item.uid) or ()) != sorted(item.labels)
+                if sorted(mine) != sorted(item.flags) or labels_differ:
+                    differ.append(FlagUpdate(item.uid, item.flags, item.modseq, item.labels))
         del response, mirrored
     return differ, server, commands
 

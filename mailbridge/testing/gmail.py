@@ -25,6 +25,9 @@ What it does not: STORE / COPY / MOVE / APPEND / EXPUNGE from the client (the co
 changes the store), ENVELOPE, BODYSTRUCTURE, X-GM-RAW search, QRESYNC, SASL, TLS,
 Gmail's omission of the selected folder's own label, rate limits and bandwidth caps.
 
+Counters for tests: `GmailServer.commands` (every command's name), `selected` (the folder
+of every SELECT / EXAMINE), `idled` (the folder selected at every IDLE).
+
 Control API (thread-safe; call from tests): `add_message(raw, labels, flags)` → msgid,
 `add_label` / `remove_label(msgid, label)`, `set_flags(msgid, flags)`, `delete(msgid)`.
 `running_gmail(...)` runs it in a thread and yields the `GmailServer`.
@@ -378,6 +381,7 @@ class _Session:
                 await self.send(f"{t} NO [NONEXISTENT] Unknown Mailbox\r\n")
                 return
             self.view = view
+            self.server.selected.append(view.name)
             self._snapshot()
             await self.send(
                 "* FLAGS (\\Answered \\Flagged \\Draft \\Deleted \\Seen $NotPhishing $Phishing)\r\n"
@@ -438,6 +442,7 @@ class _Session:
         await self.cmd_CLOSE(t, tokens, head)
 
     async def cmd_IDLE(self, t: str, tokens: list, head: bytes) -> bool | None:
+        self.server.idled.append(self.view.name if self.view is not None else "")
         await self.send("+ idling\r\n")
         done = trio.Event()
         gone = False
@@ -575,7 +580,9 @@ class GmailServer:
         self.password = password
         self.store = GmailStore()
         self.port = 0
-        self.commands: list[str] = []
+        self.commands: list[str] = []  # every command's name (``UID FETCH``), all sessions, in order
+        self.selected: list[str] = []  # the folder of every SELECT / EXAMINE, in order
+        self.idled: list[str] = []  # the selected folder of every IDLE, in order
         self.connections = 0
 
     # the control API, forwarded to the store

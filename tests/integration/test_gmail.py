@@ -53,7 +53,9 @@ async def _session_against(gmail: GmailServer) -> None:
             gmetas = [m for m in parse_fetch(gm.lines) if isinstance(m, MessageMeta)]
             assert gmetas[0].email_id == str(inbox) and gmetas[0].thread_id == str(inbox)
             assert gmetas[0].labels is not None and set(gmetas[0].labels) == {"\\Inbox", "Work/Clients"}
-            assert gmetas[1].labels == ("\\Sent",) and metas[0].labels is None
+            # the folder reader asks Gmail's items itself on a server with X-GM-EXT-1
+            assert gmetas[1].labels == ("\\Sent",) and metas[0].labels == gmetas[0].labels
+            assert metas[0].email_id == str(inbox)
             # a label change bumps MODSEQ and reaches a CHANGEDSINCE fetch
             gmail.add_label(inbox, "Later")
             changed = await session.uid_fetch("1:*", f"(UID FLAGS) (CHANGEDSINCE {info.highestmodseq})")

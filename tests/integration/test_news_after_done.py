@@ -63,3 +63,39 @@ def test_news_left_by_a_select_is_kept_for_that_mailbox(dovecot, mail_user):
 
     with running_hostile("127.0.0.1", dovecot.port) as hostile:
         run_with_loop(check, hostile)
+
+
+def test_news_beside_a_fetch_or_search_answer_is_kept_and_a_select_reply_tells_of_the_mailbox_left(
+        dovecot, mail_user):
+    """A visit's UID SEARCH or UID FETCH reply may carry news besides its own answer (an
+    EXISTS, a FETCH without UID): kept for `take_selected_news`, never dropped; the
+    visit's own answer is not news.  An EXPUNGE or FETCH before a SELECT's reply is news
+    about the mailbox left (`take_left_news`)."""
+    from tests.support.hostile_imap import TellWith, running_hostile
+
+    async def check(hostile) -> None:
+        endpoint = ImapEndpoint("127.0.0.1", hostile.port, "none", mail_user.username)
+        async with ImapSession.open(endpoint, mail_user.password) as session:
+            await session.command("CREATE", "Elsewhere", check=False)
+            await session.select("INBOX")
+            await session.uid_search("ALL")
+            await session.uid_fetch("1:*", "(UID FLAGS)")
+            assert not session.take_selected_news()  # their own answers
+            for command, line in (("UID SEARCH", b"* 9 EXISTS\r\n"),
+                                  ("UID FETCH", b"* 1 FETCH (FLAGS (\\Flagged))\r\n"),
+                                  ("UID SEARCH", b"* 1 EXPUNGE\r\n")):
+                hostile.fault = TellWith(command, line)
+                if command == "UID SEARCH":
+                    await session.uid_search("ALL")
+                else:
+                    await session.uid_fetch("1:*", "(UID FLAGS)")
+                assert session.take_selected_news(), line
+            hostile.fault = TellWith("SELECT", b"* 1 FETCH (FLAGS (\\Seen))\r\n")
+            await session.select("Elsewhere")
+            assert session.take_left_news("INBOX")
+            assert not session.take_selected_news()  # about INBOX, not Elsewhere
+
+    with MailboxClient(dovecot, mail_user) as client:
+        client.append("INBOX", make_message(1, rng=random.Random(2)))
+    with running_hostile("127.0.0.1", dovecot.port) as hostile:
+        run_with_loop(check, hostile)

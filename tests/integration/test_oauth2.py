@@ -17,19 +17,7 @@ from mailbridge.store import oauth2 as oauth2_store
 from mailbridge.testing.oauth2_server import OAuth2TestServer
 
 from tests.support.cli import run_cli
-from tests.support.dovecot import running_dovecot
-
-
-@pytest.fixture(scope="module")
-def auth_server():
-    with OAuth2TestServer(access_lifetime=5) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def oauth_dovecot(tmp_path_factory, auth_server):
-    yield from running_dovecot(tmp_path_factory.mktemp("dovecot-oauth2"),
-                               oauth2_introspection_url=auth_server.introspection_url)
+from tests.support.oauth2 import auth_server, oauth_dovecot  # noqa: F401 (fixtures)
 
 
 def endpoint(dovecot, user) -> ImapEndpoint:
