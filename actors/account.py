@@ -78,6 +78,7 @@ from mailbridge.sync.folder import Step
 log = logging.getLogger(__name__)
 CLEANUP_TIMEOUT = 5.0
 HEALTH_WRITE_TIMEOUT = 30.0  # a health write waits this long for the pool (shielded: a stop waits too)
+_JITTER = random.Random()  # our own generator: the global one's state is not ours to move
 # states in which a hand-over stops the actor at once (no step in flight)
 HAND_OVER_NOW = frozenset({st.STARTING, st.STANDBY, st.CONNECTING, st.IDLE, st.PARKED})
 T = TypeVar("T")
@@ -279,7 +280,7 @@ class AccountActor:
             await self.health(hs.Event("standby", f"synced by {owner or 'another process'}"), store=False)
             self.publish(state=st.STANDBY, lock_held=False,
                          step=f"standby: {owner or 'another process'} holds the account lock")
-            await trio.sleep(timing.standby_retry * random.uniform(0.8, 1.2))
+            await trio.sleep(timing.standby_retry * _JITTER.uniform(0.8, 1.2))
             lease = await self.deps.locks.try_lock(self.account.id, then=self._own)
         return lease
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749 import OAuth2Error, grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
@@ -209,9 +209,10 @@ class OAuth2TestServer:
             TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
             def save_authorization_code(self, code: str, request: Any) -> None:
-                data = request.payload.data if hasattr(request, "payload") else request.data
+                params = request.payload if hasattr(request, "payload") else request  # authlib ≥ 1.6
+                data = params.data
                 with outer._lock:
-                    outer._codes[code] = _Code(code, request.client.client_id, request.redirect_uri,
+                    outer._codes[code] = _Code(code, request.client.client_id, params.redirect_uri,
                                                request.scope or outer.client.scope, request.user,
                                                data.get("code_challenge"), data.get("code_challenge_method"))
 
@@ -258,7 +259,11 @@ class OAuth2TestServer:
         @app.get("/authorize")
         def authorize() -> Any:
             user = _User(request.args.get("login_hint") or outer.default_user)
-            return server.create_authorization_response(grant_user=user)
+            try:
+                grant = server.get_consent_grant(end_user=user)
+            except OAuth2Error:
+                grant = None  # the error response comes from authlib's own path below
+            return server.create_authorization_response(grant_user=user, grant=grant)
 
         @app.post("/introspect")
         def introspect() -> Any:

@@ -15,6 +15,7 @@ from typing import Callable
 
 BASE_SECONDS = 5.0
 CAP_SECONDS = 3600.0
+_JITTER = random.Random()  # our own: the global generator's state is the callers'
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +26,7 @@ class Backoff:
     base: float = BASE_SECONDS
     cap: float = CAP_SECONDS
 
-    def delay(self, attempts: int, rand: Callable[[], float] = random.random) -> float:
+    def delay(self, attempts: int, rand: Callable[[], float] = _JITTER.random) -> float:
         """Seconds to wait after the `attempts`-th consecutive failure (1, 2, ...)."""
         exponent = min(max(attempts, 1) - 1, 60)
         full = min(self.cap, self.base * 2.0 ** exponent)
@@ -36,7 +37,7 @@ class Backoff:
         return failing_for >= self.retry_hours * 3600.0
 
     def next_step(self, attempts: int, failing_for: float,
-                  rand: Callable[[], float] = random.random) -> float | None:
+                  rand: Callable[[], float] = _JITTER.random) -> float | None:
         """Seconds until the next try after the `attempts`-th failure, or None: park.
         The last try is never pushed past the retry window's end by much: a wait that
         would end after it is cut to end there (one last try at the end)."""
