@@ -32,6 +32,7 @@ import trio
 from actors import status as st
 from actors.mailbox import RequestMailbox, answer
 from actors.messages import Reply, SyncNow
+from actors.registry import ActorUnavailable
 from actors.visits import Visits, inbox_of, now_utc
 from actors.watch import Arrived, Due, Push, Watch
 from mailbridge.aio.imap import ImapSession
@@ -154,11 +155,25 @@ class Serving:
             if isinstance(event, Due):
                 return False
             if isinstance(event, Arrived):
-                if isinstance(event.request.payload, SyncNow):
-                    event.request.answer(Reply(value="scheduled"))
+                # the others queued meanwhile too: one end of IDLE (and NOOP, IDLE again)
+                # for all of them, not one each, so a burst of writes costs the throttle less
+                sync_now = False
+                pending = [event.request, *self.mailbox.waiting()]
+                try:
+                    while pending:
+                        request = pending.pop(0)
+                        if isinstance(request.payload, SyncNow):
+                            request.answer(Reply(value="scheduled"))
+                            sync_now = True
+                            continue
+                        await answer(self.session, self.db, request)
+                        self.publish()
+                finally:
+                    for request in pending:  # the actor stops (`answer` re-raised): callers must not wait
+                        request.answer(Reply(error=ActorUnavailable(
+                            f"account {self.watch.account_id}'s actor stopped; try again shortly", 5.0)))
+                if sync_now:
                     return True
-                await answer(self.session, self.db, event.request)
-                self.publish()
                 continue
             await self._visit_pushed(event)
 
