@@ -83,6 +83,12 @@ class RequestMailbox:
                 break
         return taken
 
+    def fail(self, requests: list[Request]) -> None:
+        """Tell the callers of `requests`, taken but not answered, that the actor stopped."""
+        for request in requests:
+            request.answer(Reply(error=ActorUnavailable(
+                f"account {self.account_id}'s actor stopped; try again shortly", 5.0)))
+
     def close(self) -> None:
         """Detach and answer whatever is still queued (callers must not wait for a dead actor)."""
         self.detach()

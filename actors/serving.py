@@ -32,7 +32,6 @@ import trio
 from actors import status as st
 from actors.mailbox import RequestMailbox, answer
 from actors.messages import Reply, SyncNow
-from actors.registry import ActorUnavailable
 from actors.visits import Visits, inbox_of, now_utc
 from actors.watch import Arrived, Due, Push, Watch
 from mailbridge.aio.imap import ImapSession
@@ -169,9 +168,7 @@ class Serving:
                         await answer(self.session, self.db, request)
                         self.publish()
                 finally:
-                    for request in pending:  # the actor stops (`answer` re-raised): callers must not wait
-                        request.answer(Reply(error=ActorUnavailable(
-                            f"account {self.watch.account_id}'s actor stopped; try again shortly", 5.0)))
+                    self.mailbox.fail(pending)  # the actor stops (`answer` re-raised): callers must not wait
                 if sync_now:
                     return True
                 continue

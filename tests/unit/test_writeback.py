@@ -91,3 +91,37 @@ def test_without_a_running_serve_the_cli_says_so(capsys, monkeypatch):
     assert main(["messages", "delete", "1"]) == 1
     err = capsys.readouterr().err
     assert f"127.0.0.1:{port}" in err and "mailbridge serve" in err
+
+
+async def test_between_cycles_every_queued_request_is_taken_and_those_left_unanswered_are_told():
+    import trio
+    import trio.testing
+
+    from actors import status as st
+    from actors.mailbox import RequestMailbox
+    from actors.messages import StoreFlags, Target
+    from actors.registry import ActorUnavailable, Registry
+    from mailbridge.imap.throttle import Throttle
+
+    registry = Registry()
+    registry.publish(st.ActorStatus(account_id=1, email="a@example.test", state=st.IDLE, health="healthy"))
+    mailbox = RequestMailbox(1, registry, Throttle(200))
+    mailbox.attach()
+    mailbox.admit_all()
+    write = StoreFlags(1, (Target(1, "INBOX", 7, (3,)),), add=("\\Seen",))
+    errors: list[BaseException] = []
+
+    async def caller() -> None:
+        try:
+            await registry.request(1, write, timeout=5)
+        except ActorUnavailable as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(caller)
+        await trio.testing.wait_all_tasks_blocked()
+        taken = mailbox.waiting()
+        assert len(taken) == 3 and mailbox.waiting() == [] and mailbox.depth == 0
+        mailbox.fail(taken)
+    assert len(errors) == 3 and all("stopped" in str(e) for e in errors)
