@@ -130,6 +130,11 @@ async def _destination(account_id: int, name: str) -> Mapping[str, Any]:
     if folder is None or not folder["exists_on_server"]:
         raise ApiError(422, "folder_not_found", f"account {account_id} has no folder named {name!r}",
                        fields={"folder": "no such folder in the message's account"})
+    if folder["gmail_view"] is not None:
+        # Gmail keeps every message in All Mail: a "move" into a label folder adds the label
+        raise ApiError(422, "gmail_label", f"{name!r} is a Gmail label ({folder['gmail_view']}), a view over "
+                       "All Mail: moving there would only add the label, and label changes are not built yet",
+                       fields={"folder": "a Gmail label folder"})
     return folder
 
 

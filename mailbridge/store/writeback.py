@@ -145,7 +145,7 @@ async def remove_rows(db: Db, account_id: int, folder_id: int, uids: Sequence[in
 async def folder_by_name(db: Db, account_id: int, name: str) -> dict[str, Any] | None:
     """The account's folder named `name` (as the API shows names), or None."""
     row = await db.fetchrow(
-        """SELECT id, name, raw_name, uidvalidity, excluded, special_use, exists_on_server
+        """SELECT id, name, raw_name, uidvalidity, excluded, special_use, exists_on_server, gmail_view
            FROM folders WHERE account_id = $1 AND name = $2""", account_id, name)
     return dict(row) if row is not None else None
 

@@ -142,6 +142,14 @@ async def test_flags_move_and_delete_through_the_owning_actor(db_dsn, encryption
         assert (await http.request("POST", "/messages/999999/flags", json={"add": ["\\Seen"]})).status == 404
         reply = await http.request("POST", f"/messages/{m['id']}/move", json={"folder": "Nowhere"})
         assert reply.status == 422 and reply.json()["error"]["code"] == "folder_not_found"
+        # a Gmail label folder is a view over All Mail: a move there would only add the label
+        db = api.harness.db
+        await db.execute("UPDATE folders SET gmail_view = 'Work' WHERE account_id = $1 AND name = 'Archive'",
+                         account_id)
+        reply = await http.request("POST", f"/messages/{m['id']}/move", json={"folder": "Archive"})
+        assert reply.status == 422 and reply.json()["error"]["code"] == "gmail_label", reply
+        await db.execute("UPDATE folders SET gmail_view = NULL WHERE account_id = $1 AND name = 'Archive'",
+                         account_id)
 
         # batch: flags on many (two folders), one unknown id
         ids = [r["id"] for r in (await rows(api, account_id, "INBOX"))[3:]] + \
