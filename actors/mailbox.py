@@ -17,7 +17,8 @@ from __future__ import annotations
 import trio
 
 from actors.bodies import fetch_body
-from actors.messages import FetchBody, Reply, Request
+from actors.messages import ExpungeMessages, FetchBody, MoveMessages, Reply, Request, StoreFlags
+from actors.writeback import perform
 from actors.registry import MAILBOX_SIZE, ActorUnavailable, Registry
 from mailbridge.aio.imap import ImapSession
 from mailbridge.errors import ImapConnectionLost, ImapError, MailbridgeError
@@ -60,6 +61,15 @@ class RequestMailbox:
         """The next request (waits; cancellable, losing nothing)."""
         return await self._receive.receive()
 
+    def waiting(self) -> list[Request]:
+        """Every request queued now (between cycles: one IDLE's end serves them all); never blocks."""
+        taken: list[Request] = []
+        while True:
+            try:
+                taken.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return taken
+
     def turn(self) -> list[Request]:
         """The requests to answer now, between two steps (see the module doc); never blocks."""
         waiting = self.depth
@@ -72,6 +82,12 @@ class RequestMailbox:
             except trio.WouldBlock:
                 break
         return taken
+
+    def fail(self, requests: list[Request]) -> None:
+        """Tell the callers of `requests`, taken but not answered, that the actor stopped."""
+        for request in requests:
+            request.answer(Reply(error=ActorUnavailable(
+                f"account {self.account_id}'s actor stopped; try again shortly", 5.0)))
 
     def close(self) -> None:
         """Detach and answer whatever is still queued (callers must not wait for a dead actor)."""
@@ -88,15 +104,22 @@ class RequestMailbox:
 
 
 async def answer(session: ImapSession, db: Db, request: Request) -> None:
-    """Answer one data request (a FetchBody) over `session`; the caller always gets a reply.
+    """Answer one data request (a FetchBody, or a write: `actors.writeback`) over
+    `session`; the caller always gets a reply.
 
     Our errors go back to the caller; a lost connection is re-raised too (the actor must
     restart).  Cancelled or crashed meanwhile: the caller is told the actor stopped, and
     the exception propagates.
     """
-    assert isinstance(request.payload, FetchBody), "SyncNow is the actor's own to answer"
+    payload = request.payload
+    assert isinstance(payload, (FetchBody, StoreFlags, MoveMessages, ExpungeMessages)), \
+        "SyncNow is the actor's own to answer"
     try:
-        value = await fetch_body(session, db, request.payload)
+        value: object
+        if isinstance(payload, FetchBody):
+            value = await fetch_body(session, db, payload)
+        else:
+            value = await perform(session, db, payload)
     except (MailbridgeError, ImapError) as exc:
         request.answer(Reply(error=exc))
         if isinstance(exc, ImapConnectionLost):

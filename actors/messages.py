@@ -40,19 +40,63 @@ class FetchBody:
 
 
 @dataclass(frozen=True, slots=True)
+class Target:
+    """Messages of one folder a write names, by UID (as mirrored)."""
+
+    folder_id: int
+    folder_raw_name: str
+    uidvalidity: int | None
+    uids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFlags:
+    """Add and remove flags (system flags and keywords, checked by the caller)."""
+
+    account_id: int
+    targets: tuple[Target, ...]
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MoveMessages:
+    """Move messages to another folder of the account (UID MOVE, or COPY + \\Deleted + UID EXPUNGE)."""
+
+    account_id: int
+    targets: tuple[Target, ...]
+    dest_folder_id: int
+    dest_raw_name: str
+    dest_name: str
+    dest_mirrored: bool  # False: excluded (e.g. Trash): the rows leave the mirror
+
+
+@dataclass(frozen=True, slots=True)
+class ExpungeMessages:
+    """Delete messages for good: STORE \\Deleted + UID EXPUNGE of exactly these UIDs."""
+
+    account_id: int
+    targets: tuple[Target, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SyncNow:
     """Start a cycle at once instead of at the next tick (answered when it is scheduled)."""
+
+
+Write = StoreFlags | MoveMessages | ExpungeMessages
+Payload = FetchBody | SyncNow | StoreFlags | MoveMessages | ExpungeMessages
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
     """A payload plus the channel its reply goes to (buffer of one: the actor never blocks)."""
 
-    payload: FetchBody | SyncNow
+    payload: Payload
     reply_to: trio.MemorySendChannel = field(repr=False)
 
     @classmethod
-    def new(cls, payload: FetchBody | SyncNow) -> tuple["Request", trio.MemoryReceiveChannel]:
+    def new(cls, payload: Payload) -> tuple["Request", trio.MemoryReceiveChannel]:
         send, receive = trio.open_memory_channel[Reply](1)
         return cls(payload, send), receive
 
@@ -66,4 +110,5 @@ class Request:
             self.reply_to.close()
 
 
-__all__ = ["FetchBody", "Reply", "Request", "SyncNow"]
+__all__ = ["ExpungeMessages", "FetchBody", "MoveMessages", "Payload", "Reply", "Request", "StoreFlags", "SyncNow",
+           "Target", "Write"]

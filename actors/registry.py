@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import trio
 
-from actors.messages import FetchBody, Reply, Request, SyncNow
+from actors.messages import Payload, Reply, Request
 from actors.status import ActorStatus
 from mailbridge.errors import MailbridgeError
 
@@ -101,7 +101,7 @@ class Registry:
 
     # --- requests ----------------------------------------------------------------------
 
-    async def request(self, account_id: int, payload: FetchBody | SyncNow, *, timeout: float) -> object:
+    async def request(self, account_id: int, payload: Payload, *, timeout: float) -> object:
         """Send `payload` to the account's actor and return its reply's value.
 
         Raises ActorUnavailable (not running here, with the reason), ActorBusy (mailbox

@@ -154,11 +154,23 @@ class Serving:
             if isinstance(event, Due):
                 return False
             if isinstance(event, Arrived):
-                if isinstance(event.request.payload, SyncNow):
-                    event.request.answer(Reply(value="scheduled"))
+                # the others queued meanwhile too: one end of IDLE (and NOOP, IDLE again)
+                # for all of them, not one each, so a burst of writes costs the throttle less
+                sync_now = False
+                pending = [event.request, *self.mailbox.waiting()]
+                try:
+                    while pending:
+                        request = pending.pop(0)
+                        if isinstance(request.payload, SyncNow):
+                            request.answer(Reply(value="scheduled"))
+                            sync_now = True
+                            continue
+                        await answer(self.session, self.db, request)
+                        self.publish()
+                finally:
+                    self.mailbox.fail(pending)  # the actor stops (`answer` re-raised): callers must not wait
+                if sync_now:
                     return True
-                await answer(self.session, self.db, event.request)
-                self.publish()
                 continue
             await self._visit_pushed(event)
 

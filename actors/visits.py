@@ -247,12 +247,17 @@ class Visits:
         UIDVALIDITY changed meanwhile)."""
         before = self.session.selected
         requests = self.mailbox.turn()
-        for request in requests:
-            if isinstance(request.payload, SyncNow):
-                request.answer(Reply(value="running"))
-                continue
-            await answer(self.session, self.db, request)
-            self.report.publish()
+        pending = list(requests)
+        try:
+            while pending:
+                request = pending.pop(0)
+                if isinstance(request.payload, SyncNow):
+                    request.answer(Reply(value="running"))
+                    continue
+                await answer(self.session, self.db, request)
+                self.report.publish()
+        finally:
+            self.mailbox.fail(pending)  # the actor stops (`answer` re-raised): callers must not wait
         if folder is None or not requests or before != folder.raw_name or self.session.selected == before:
             return True
         info = parse_select((await self.session.select(folder.raw_name, condstore=True)).lines_and_text)

@@ -453,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_webhooks_parsers(command, sub)
 
+    from mailbridge.writeback_cli import add_parsers as add_messages_parsers
+
+    add_messages_parsers(command, sub)
+
     keys = sub.add_parser("keys", help="manage the credential encryption keys", description="encryption keys")
     ks = keys.add_subparsers(dest="keys_command", metavar="ACTION")
     ks.required = True

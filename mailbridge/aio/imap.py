@@ -60,7 +60,8 @@ _SELECTED_NEWS = re.compile(rb"^(?:\d+ (?:EXISTS|EXPUNGE|FETCH)\b|VANISHED\b)", 
 # news about it that comes with them would otherwise be lost (the server told once)
 _NEWS_CARRIERS = frozenset({"LIST", "LSUB", "STATUS", "NOTIFY", "ENABLE", "CAPABILITY", "ID", "NAMESPACE"})
 # commands whose callers read only their own answer: news among it (`_stray_news`) is kept too
-_STRAY_NEWS_CARRIERS = frozenset({"FETCH", "SEARCH"})
+# (STORE and COPY: the API's write-back, whose own FETCH replies name their UID)
+_STRAY_NEWS_CARRIERS = frozenset({"FETCH", "SEARCH", "STORE", "COPY"})
 _UID_ITEM = re.compile(rb"[( ]UID ", re.IGNORECASE)
 _BODY_ITEMS = re.compile(r"\b(?:BODY(?:\.PEEK)?\[(?:TEXT)?\]|BINARY(?:\.PEEK)?\[|RFC822(?:\.TEXT)?(?![.\w]))",
                          re.IGNORECASE)

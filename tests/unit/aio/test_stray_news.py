@@ -19,5 +19,7 @@ def test_news_beside_a_commands_own_answer():
     assert _stray_news([b"3 FETCH (FLAGS (\\Seen))", b"4 EXISTS"], exists=False)
 
 
-def test_the_commands_a_visit_sends_carry_stray_news():
-    assert {"FETCH", "SEARCH"} == _STRAY_NEWS_CARRIERS
+def test_the_commands_a_visit_or_a_write_sends_carry_stray_news():
+    # a visit's FETCH and SEARCH; the API's write-back's STORE (its own FETCH replies name
+    # their UID) and COPY (no answer of its own)
+    assert {"FETCH", "SEARCH", "STORE", "COPY"} == _STRAY_NEWS_CARRIERS
