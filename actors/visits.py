@@ -217,7 +217,8 @@ class Visits:
                 self._settled_mark = held.mark
                 folders = await folder_store.load_folders(self.db, self.account.id)
                 search = plan_search(folders, sources=held.sources, covered=coverage.of(folders),
-                                     removals=held.removals, limit=self.settings.status_checks_per_tick)
+                                     removals=held.removals, limit=self.settings.status_checks_per_tick,
+                                     removed_from=held.removed_from)
                 totals = SyncTotals()
                 for folder in await self.changed_by_status(search.status):
                     log.debug("account %d: visiting %r for the other side of a move", self.account.id, folder.name)

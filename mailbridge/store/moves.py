@@ -85,17 +85,20 @@ _FLUSH_ARRIVALS = _FLUSH.replace(
 @dataclass(frozen=True, slots=True)
 class Held:
     """What an account holds: the newest side's id (ids grow), whether a removal is
-    among them, and the folders whose rows share a held arrival's email_id (its source)."""
+    among them, the folders whose rows share a held arrival's email_id (its source), and
+    the folders the held removals left."""
 
     mark: int
     removals: bool
     sources: frozenset[int]
+    removed_from: frozenset[int] = frozenset()  # the folders the held removals left
 
 
 async def held(db: Db, account_id: int) -> Held | None:
     """The account's held sides (None: none).  One statement."""
     row = await db.fetchrow(
         """SELECT max(id) AS mark, bool_or(side = 'removed') AS removals,
+                  array_agg(DISTINCT folder_id) FILTER (WHERE side = 'removed') AS removed_from,
                   (SELECT array_agg(DISTINCT m.folder_id) FROM move_pending p
                    JOIN messages m ON m.account_id = p.account_id AND m.email_id = p.email_id
                                   AND m.folder_id <> p.folder_id
@@ -103,7 +106,8 @@ async def held(db: Db, account_id: int) -> Held | None:
            FROM move_pending WHERE account_id = $1""", account_id)
     if row is None or row["mark"] is None:
         return None
-    return Held(int(row["mark"]), bool(row["removals"]), frozenset(row["sources"] or ()))
+    return Held(int(row["mark"]), bool(row["removals"]), frozenset(row["sources"] or ()),
+                frozenset(row["removed_from"] or ()))
 
 
 async def copies(db: Db, email_id: str, account_id: int | None = None) -> list[dict[str, Any]]:

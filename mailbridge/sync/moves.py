@@ -33,13 +33,17 @@ class Search:
 
 
 def plan_search(folders: Sequence[Folder], *, sources: Collection[int], covered: Collection[int],
-                removals: bool, limit: int) -> Search:
+                removals: bool, limit: int, removed_from: Collection[int] = ()) -> Search:
     """The search over the account's `folders` (those not excluded, parked or still in
     their initial sync are never asked: nothing there writes an event); `sources`: the
     folders holding a held arrival's email_id; `covered`: the ids NOTIFY covers;
-    `removals`: a removal is held (else only arrivals)."""
+    `removals`: a removal is held (else only arrivals), from the folders `removed_from`
+    (a removal pairs only with an arrival in another folder: when all left one folder,
+    that one is not asked)."""
     usable = [f for f in folders if not f.excluded and not f.parked and f.initial_sync_complete]
-    wanted = [f for f in usable if f.id in sources or (removals and f.id not in covered)]
+    lone = set(removed_from) if len(set(removed_from)) == 1 else set()
+    wanted = [f for f in usable
+              if f.id in sources or (removals and f.id not in covered and f.id not in lone)]
     wanted.sort(key=lambda f: (f.id not in sources, f.special_use is None and not f.is_priority, f.name))
     return Search(tuple(wanted[:max(0, limit)]), complete=len(wanted) <= limit)
 

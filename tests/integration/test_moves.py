@@ -38,6 +38,12 @@ def notify_dovecot(tmp_path_factory):
     yield from running_dovecot(tmp_path_factory.mktemp("dovecot-notify"), list_index=True)
 
 
+@pytest.fixture(scope="module")
+def no_move_dovecot(tmp_path_factory):
+    """A Dovecot that advertises neither MOVE nor UIDPLUS (as an older server)."""
+    yield from running_dovecot(tmp_path_factory.mktemp("dovecot-no-move"), disable_capabilities=("MOVE", "UIDPLUS"))
+
+
 @asynccontextmanager
 async def watching(dovecot, user, db_dsn, key, *, notify: bool, **settings: str):
     """An actor for `user` idling on INBOX (with NOTIFY where `notify`), no cycle to help
@@ -130,9 +136,12 @@ async def test_uid_move_is_one_message_moved_with_the_same_email_id(request, not
         assert_exact(server_truth(dovecot, user), await mirror(db_dsn, account_id))
 
 
-async def test_copy_store_deleted_expunge_is_one_message_moved(dovecot, db_dsn, encryption_key):
+@pytest.mark.parametrize("server", ["dovecot", "no_move_dovecot"])
+async def test_copy_store_deleted_expunge_is_one_message_moved(request, server, db_dsn, encryption_key):
     """A client without MOVE: COPY, STORE \\Deleted, EXPUNGE (plain, not UID EXPUNGE),
-    learning the new UID by a SEARCH."""
+    learning the new UID by a SEARCH; also against a server offering neither MOVE nor
+    UIDPLUS."""
+    dovecot = request.getfixturevalue(server)
     user = dovecot.add_user()
     fill_small(dovecot, user, folders=FOLDERS, per_folder=5)
     async with watching(dovecot, user, db_dsn, encryption_key, notify=False) as (h, account_id):
@@ -154,7 +163,7 @@ async def test_copy_store_deleted_expunge_is_one_message_moved(dovecot, db_dsn, 
                 (new_uid,) = set(client.uids(dest)) - there  # a SEARCH, no COPYUID needed
                 assert_moved(event, src=src, src_uid=uid, dest=dest, dest_uid=new_uid, email_id=before["email_id"])
                 await settled(db, account_id, after, 1)
-                print(f"COPY+EXPUNGE {src}->{dest} to message_moved: {took:.2f} s")
+                print(f"COPY+EXPUNGE {src}->{dest} ({server}) to message_moved: {took:.2f} s")
         assert_exact(server_truth(dovecot, user), await mirror(db_dsn, account_id))
 
 
@@ -321,3 +330,33 @@ async def test_pairing_in_either_order_one_to_one_and_flushing(db_dsn):
 
 def _with_uid(m, uid: int):
     return dataclasses.replace(m, uid=uid)
+
+
+async def test_a_side_held_when_the_actor_died_is_settled_by_the_next(dovecot, db_dsn, encryption_key):
+    """The process dies after the visit that held a removal committed and before its
+    search: the next actor's first search finds it alone (a message_removed), and a
+    held removal whose arrival its first cycle sees becomes the message_moved."""
+    user = dovecot.add_user()
+    fill_small(dovecot, user, folders=FOLDERS, per_folder=5)
+    async with watching(dovecot, user, db_dsn, encryption_key, notify=False) as (h, account_id):
+        pass
+    async with Database.connect(db_dsn) as db:
+        inbox = await db.fetchval("SELECT id FROM folders WHERE account_id = $1 AND name = 'INBOX'", account_id)
+        with MailboxClient(dovecot, user) as client:
+            gone, moving = client.uids("INBOX")[:2]
+            client.expunge_uids("INBOX", [gone])
+            new_uid = client.move("INBOX", [moving], "Archive")[moving]
+        before = await row(db, account_id, "INBOX", moving)
+        assert before is not None
+        email_id = before["email_id"]
+        after = await last_event(db)
+        async with db.transaction() as tx:  # what the killed visit of INBOX committed
+            await message_store.remove_uids(tx, account_id, inbox, [gone, moving])
+        assert await move_store.pending(db, account_id) == 2
+    s = settings_for(db_dsn, encryption_key, MAILBRIDGE_POLL_SECONDS="600", MAILBRIDGE_MOVE_WINDOW_SECONDS="600")
+    async with running_supervisor(db_dsn, s) as h:
+        found = await settled(h.db, account_id, after, 2)
+    by_kind = {e["kind"]: e for e in found}
+    assert by_kind["message_removed"]["payload"]["uid"] == gone
+    assert_moved(by_kind["message_moved"], src="INBOX", src_uid=moving, dest="Archive", dest_uid=new_uid,
+                 email_id=email_id)

@@ -45,3 +45,13 @@ def test_notify_covered_folders_are_not_asked():
 def test_over_the_limit_the_search_is_incomplete():
     s = plan_search(FOLDERS, sources=(), covered=(), removals=True, limit=2)
     assert names(s) == ["Archive", "INBOX"] and not s.complete
+
+
+def test_the_one_folder_all_removals_left_is_not_asked():
+    s = plan_search(FOLDERS, sources=(), covered=(), removals=True, limit=50, removed_from={1})
+    assert names(s) == ["Archive", "Alpha", "Zeta"] and s.complete
+    s = plan_search(FOLDERS, sources=(), covered=(), removals=True, limit=50, removed_from={1, 3})
+    assert names(s) == ["Archive", "INBOX", "Alpha", "Zeta"]
+    # Gmail: All Mail is the only mirrored folder; a message leaving it asks nothing
+    s = plan_search(FOLDERS[:1], sources=(), covered=(), removals=True, limit=50, removed_from={1})
+    assert names(s) == [] and s.complete
