@@ -14,20 +14,21 @@ sides in different folder visits, in either order.  So the side seen first is he
   account still holds a row of that email_id (a copy, or a move whose source folder is
   not visited yet), its `message_added` is held as `added`;
 - the actor looks for the other side at once (`actors.visits.Visits.settle_moves`):
-  right after a visit or cycle that held a side, it compares every other folder with
-  the server by STATUS and visits those that changed; a server's MOVE (or a client's
-  COPY before its EXPUNGE) has put the other side there already, so what is still held
-  afterwards has none and is written as the event it held, `message_removed` or
-  `message_added` (`flush_through`); at the end of `sync --once` all of it (every folder
-  was seen);
+  right after a visit or cycle that held a side, it compares the folders that could
+  hold it with the server by STATUS (`mailbridge.sync.moves.plan_search`) and visits
+  those that changed; a server's MOVE (or a client's COPY before its EXPUNGE) has put
+  the other side there already, so what is still held afterwards has none and is
+  written as the event it held, `message_removed` or `message_added` (`flush_through`;
+  under NOTIFY a removal waits a short grace for a push instead); at the end of
+  `sync --once` all of it (every folder was seen);
 - as a safety net, what is held longer than `MAILBRIDGE_MOVE_WINDOW_SECONDS` is written
   so too (`flush_due`, at the end of each folder visit of the owning actor).
 
 Each side is held, claimed or flushed in the same statement that deletes or inserts the
 row or writes the event, so nothing is lost: after a crash what is held is settled by
-the next actor's first search (or the window).  Pairs are matched one to one (ranked by UID and by age within an
-email_id), and a moved event is written only for a held row its statement deleted, so
-two writers never both use one.
+the next actor's first search (or the window).  Pairs are matched one to one (ranked by
+UID and by age within an email_id), and a moved event is written only for a held row
+its statement deleted, so two writers never both use one.
 """
 
 from __future__ import annotations
