@@ -115,10 +115,13 @@ class Serving:
     async def run(self) -> None:
         while True:
             deadline, kind = self._next()
+            if self.visits.settle_at <= trio.current_time() < deadline:
+                await self._settle_moves()  # a NOTIFY grace for a held move side ended
+                continue
             if deadline > trio.current_time():
                 self.publish(state=st.IDLE, folder=None, step="waiting for the next cycle",
                              next_cycle_at=now_utc() + timedelta(seconds=self._seconds_until(deadline)))
-                if await self._wait(lambda: self._next()[0]):
+                if await self._wait(lambda: min(self._next()[0], self.visits.settle_at)):
                     self.schedule.full_now()  # SyncNow: a full cycle at once
                 continue  # what is due may have changed while waiting
             await self._cycle(kind)
@@ -133,6 +136,7 @@ class Serving:
         outcome = await self.visits.cycle(light=kind == LIGHT, coverage=NO_COVERAGE if kind == FULL else watching)
         self.watch.inbox = inbox_of(outcome.folders)
         self._recheck_covered(watching, outcome.visited)
+        await self._settle_moves()
         self.schedule.done(kind, started)
         if kind != LIGHT:
             self.on_cycle()
@@ -192,6 +196,14 @@ class Serving:
         for folder in await self.visits.visit_pushed(push.folders):
             if push.recheck:
                 watch.visited(folder)
+        await self._settle_moves()
+
+    async def _settle_moves(self) -> None:
+        """Look for the other side of what the visits held as a possible move at once
+        (`Visits.settle_moves`); the covered folders that search visited are compared
+        once more before the next IDLE, as a cycle's are."""
+        coverage = self.watch.coverage(self.session)
+        self._recheck_covered(coverage, await self.visits.settle_moves(coverage))
 
 
 __all__ = ["FULL", "KINDS", "LIGHT", "TICK", "Schedule", "Serving"]

@@ -16,6 +16,7 @@ whole (the cursor moves with its rows), so the next visit resumes exactly.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Protocol, Sequence
@@ -32,6 +33,7 @@ from mailbridge.config import Settings
 from mailbridge.errors import ImapCommandError
 from mailbridge.imap.responses import parse_select, parse_status
 from mailbridge.store import folders as folder_store
+from mailbridge.store import moves as move_store
 from mailbridge.store import retention as retention_store
 from mailbridge.store.accounts import Account
 from mailbridge.store.db import Db
@@ -40,6 +42,7 @@ from mailbridge.sync import health as hs
 from mailbridge.sync.account import SyncTotals, sync_folder_steps
 from mailbridge.sync.discover import discover_folders, skipped_problem
 from mailbridge.sync.folder import Step, parked_problem
+from mailbridge.sync.moves import NOTIFY_GRACE, plan_search
 from mailbridge.sync.planner import (
     FLAG_SCAN_BUDGET,
     NO_COVERAGE,
@@ -111,6 +114,8 @@ class Visits:
         self._last_discovery: float | None = None
         self._skipped: tuple[str, ...] = ()  # folder names the last LIST listed but we cannot use
         self._last_expiry: float | None = None
+        self._settled_mark = 0  # the newest held move side `settle_moves` searched for
+        self.settle_at = math.inf  # trio time `settle_moves` wants to run again (a NOTIFY grace ends)
 
     # --- cycles --------------------------------------------------------------------------
 
@@ -156,6 +161,7 @@ class Visits:
         (initial syncs included) and apply the retention window."""
         folders = await self._folders(discover_now=True)
         totals, visited = await self._run(plan_complete(folders), folders, expire=True)
+        await move_store.flush_due(self.db, self.account.id, 0)  # every folder seen: no move still to complete
         return CycleOutcome(folders, totals, visited)
 
     async def _folders(self, *, discover_now: bool) -> list[Folder]:
@@ -187,6 +193,49 @@ class Visits:
             await self.visit(FolderWork(folder), totals)
         await self.report.health(hs.Event("cycle_done", "; ".join(totals.problems) or None))
         return totals, tuple(visited)
+
+    async def settle_moves(self, coverage: Coverage = NO_COVERAGE) -> list[Folder]:
+        """Find at once the other side of the possible moves the last visits held
+        (`mailbridge.store.moves`; where: `mailbridge.sync.moves.plan_search`): compare the
+        folders that could hold it by STATUS and visit those that changed.  A move by
+        another client is complete on the server when its first side shows (a MOVE is
+        atomic; a COPY precedes its EXPUNGE), so those visits pair what is a move; what
+        is still held after a search that reached every such folder is alone and written
+        as the removal or arrival it is.  Under NOTIFY (`coverage`) the covered folders
+        are not asked: a held removal gets `NOTIFY_GRACE` seconds for their push
+        (`settle_at` says when to call again).  A folder that could not be visited
+        leaves its sides to the move window.  Returns the folders visited."""
+        visited: list[Folder] = []
+        self.settle_at = math.inf
+        for _ in range(3):  # a visit here may hold a side of a newer change: look again, a little
+            held = await move_store.held(self.db, self.account.id)
+            if held is None:
+                return visited
+            if held.mark <= self._settled_mark and not coverage.everything:
+                return visited  # searched for already: the window decides
+            if held.mark > self._settled_mark:
+                self._settled_mark = held.mark
+                folders = await folder_store.load_folders(self.db, self.account.id)
+                search = plan_search(folders, sources=held.sources, covered=coverage.of(folders),
+                                     removals=held.removals, limit=self.settings.status_checks_per_tick,
+                                     removed_from=held.removed_from)
+                totals = SyncTotals()
+                for folder in await self.changed_by_status(search.status):
+                    log.debug("account %d: visiting %r for the other side of a move", self.account.id, folder.name)
+                    await self.visit(FolderWork(folder, flag_scan=False), totals)
+                    visited.append(folder)
+                if totals.problems or not search.complete:
+                    return visited  # the cycles look further; the window decides
+                await move_store.flush_through(self.db, self.account.id, held.mark,
+                                               arrivals_only=coverage.everything)
+            if not coverage.everything:
+                continue
+            # under NOTIFY a removal alone is one no push paired within the grace
+            await move_store.flush_due(self.db, self.account.id, NOTIFY_GRACE)
+            if await move_store.held(self.db, self.account.id) is not None:
+                self.settle_at = trio.current_time() + NOTIFY_GRACE / 2
+            return visited
+        return visited
 
     # --- one folder ------------------------------------------------------------------------
 

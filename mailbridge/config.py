@@ -58,6 +58,7 @@ TUNABLES: tuple[Tunable, ...] = (
     Tunable("MAILBRIDGE_MEMBER_TIMEOUT", "member_timeout", float, 15.0, "seconds without a heartbeat after which a serve process counts as gone (its accounts move)", 3),
     Tunable("MAILBRIDGE_WEBHOOK_TIMEOUT_SECONDS", "webhook_timeout_seconds", float, 10.0, "seconds a webhook receiver may take to answer a delivery", 0.1),
     Tunable("MAILBRIDGE_WEBHOOK_RETRY_HOURS", "webhook_retry_hours", float, 24.0, "hours a failing webhook delivery is retried (exponential backoff) before the webhook is parked", 0),
+    Tunable("MAILBRIDGE_MOVE_WINDOW_SECONDS", "move_window_seconds", float, 90.0, "seconds at most that one side of a possible move (a removal; an arrival of a message another folder holds) waits for its other side before it is recorded as a plain message_removed or message_added (a safety net: the actor looks for the other side at once)", 0),
     Tunable("MAILBRIDGE_LOG_LEVEL", "log_level", str, "info", "debug, info, warning or error"),
 )
 
@@ -95,6 +96,7 @@ class Settings:
     log_level: str = "info"
     webhook_timeout_seconds: float = 10.0
     webhook_retry_hours: float = 24.0
+    move_window_seconds: float = 90.0
     key_source: str = field(default="env")
 
     def __repr__(self) -> str:

@@ -35,6 +35,7 @@ from web.dashboard import TOKEN_PARAM, unauthorized_page, wants_html
 from web.guard import Refusal, check_content_type, check_cross_site, check_host
 from web.responses import error_response, json_response
 from web.routes import api
+from web.emails import installed as _email_routes  # noqa: F401  (GET /emails/{email_id} on `api`)
 from web.writeback import installed as _writeback_routes  # noqa: F401  (flags, move, delete on `api`)
 from web.webhooks import installed as _webhook_routes  # noqa: F401  (GET|POST|DELETE /webhooks on `api`)
 from web.schema import ApiError

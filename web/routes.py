@@ -662,7 +662,7 @@ def _sse(event: dict[str, Any]) -> bytes:
 
 
 @api.route("GET", "/events",
-           summary="Server-sent events from the change log (message_added, message_changed, message_removed, "
+           summary="Server-sent events from the change log (message_added, message_changed, message_moved, message_removed, "
                    "folder_reset, account_health, ...); resumable with Last-Event-ID",
            tag="operations",
            query=(Query("since", "integer", "replay events after this id (Last-Event-ID wins); default: "

@@ -253,9 +253,16 @@ def _links(m: dict[str, Any]) -> set[str]:
 
 
 async def remove_gone_message(db: Db, message_id: int, reason: str) -> bool:
-    """Drop a message the server no longer has, with its `message_removed` event, in one
-    transaction.  False when the row was already gone."""
+    """Drop a message the server no longer has, with its `message_removed` event (held
+    as a possible move's side when it has an email_id, see `mailbridge.store.moves`), in
+    one transaction.  False when the row was already gone."""
     async with db.transaction() as tx:
+        found = await tx.fetchrow("SELECT account_id, folder_id, uid, email_id FROM messages WHERE id = $1",
+                                  message_id)
+        if found is not None and found["email_id"] is not None:
+            # perhaps moved away: its event is held like a visit's (mailbridge.store.moves)
+            from mailbridge.store.messages import remove_uids
+            return await remove_uids(tx, found["account_id"], found["folder_id"], [found["uid"]]) > 0
         row = await tx.fetchrow(
             "DELETE FROM messages WHERE id = $1 RETURNING id, account_id, folder_id, uid, message_id", message_id)
         if row is None:

@@ -17,6 +17,8 @@ from typing import Any
 from mailbridge.errors import DatabaseDataError, FolderRemoved
 from mailbridge.imap.models import FlagUpdate, MessageMeta
 from mailbridge.store.db import Db, Tx
+from mailbridge.store.moves import MOVED_PAYLOAD
+from mailbridge.sync.identity import derive_email_id
 
 COLUMNS = (
     "uid", "message_id", "subject", "from_name", "from_email", "to_emails", "cc_emails",
@@ -74,12 +76,44 @@ WITH target AS (
           (EXCLUDED.flags, EXCLUDED.message_id, EXCLUDED.subject, EXCLUDED.size_bytes, EXCLUDED.internal_date,
            coalesce(EXCLUDED.labels, messages.labels), coalesce(EXCLUDED.email_id, messages.email_id),
            coalesce(EXCLUDED.provider_thread_id, messages.provider_thread_id))
-    RETURNING id, uid, (xmax = 0) AS inserted
+    RETURNING id, uid, email_id, (xmax = 0) AS inserted
+), arrived AS (
+    -- new rows that may be a move's arrival (only where events are written; see
+    -- mailbridge.store.moves): ranked within their email_id, to pair one to one
+    SELECT id, uid, email_id, row_number() OVER (PARTITION BY email_id ORDER BY uid) AS n
+    FROM up WHERE $3 AND inserted AND email_id IS NOT NULL
+), waiting AS (
+    SELECT p.id AS pending, p.email_id, p.folder_id, p.uid, p.message,
+           row_number() OVER (PARTITION BY p.email_id ORDER BY p.id) AS n
+    FROM move_pending p
+    WHERE p.account_id = $1 AND p.side = 'removed' AND p.folder_id <> $2
+      AND p.email_id IN (SELECT email_id FROM arrived)
+), claimed AS (
+    DELETE FROM move_pending WHERE id IN (
+        SELECT w.pending FROM arrived a JOIN waiting w USING (email_id, n))
+    RETURNING id
+), moved AS (
+    SELECT a.id, a.uid, a.email_id, w.folder_id AS from_folder, w.uid AS from_uid, w.message AS from_message,
+           $2::bigint AS to_folder
+    FROM arrived a JOIN waiting w USING (email_id, n) WHERE w.pending IN (SELECT id FROM claimed)
+), held AS (
+    -- another folder still holds this email_id (a copy, or a move not seen at its
+    -- source yet): the add waits for that copy's removal
+    INSERT INTO move_pending (account_id, email_id, side, folder_id, uid, message, payload)
+    SELECT $1, a.email_id, 'added', $2, a.uid, a.id, jsonb_build_object('message', a.id, 'uid', a.uid)
+    FROM arrived a
+    WHERE NOT EXISTS (SELECT 1 FROM moved m WHERE m.id = a.id)
+      AND EXISTS (SELECT 1 FROM messages o WHERE o.account_id = $1 AND o.email_id = a.email_id
+                                            AND o.folder_id <> $2)
+    RETURNING message
 ), ev AS (
     INSERT INTO events (account_id, folder_id, kind, payload)
     SELECT $1, $2, CASE WHEN inserted THEN 'message_added' ELSE 'message_changed' END,
            jsonb_build_object('message', id, 'uid', uid)
-    FROM up WHERE $3
+    FROM up WHERE $3 AND NOT EXISTS (SELECT 1 FROM moved m WHERE m.id = up.id)
+                     AND NOT EXISTS (SELECT 1 FROM held h WHERE h.message = up.id)
+    UNION ALL
+    SELECT $1, $2, 'message_moved', {moved_payload} FROM moved m
 ), queued AS (
     -- the search indexer builds these rows' documents (see mailbridge.store.search)
     INSERT INTO search_pending (message_id) SELECT id FROM up ON CONFLICT DO NOTHING
@@ -94,6 +128,7 @@ FROM up
     values=", ".join(f"{c}::text[]" if c in _ARRAY_COLUMNS else c for c in COLUMNS),
     folder_cte="{folder_cte}",
     folder_value="{folder_value}",
+    moved_payload=MOVED_PAYLOAD,
 )
 _ADDED = "(SELECT count(*) FROM up WHERE inserted)"
 
@@ -226,7 +261,8 @@ def _columns(metas: Sequence[MessageMeta]) -> list[Any]:
         [_array(m.references) for m in metas],
         [m.modseq for m in metas],
         [_array(m.defects) if m.defects else None for m in metas],
-        [m.email_id for m in metas],  # the server's own (Gmail X-GM-MSGID, RFC 8474 EMAILID)
+        # the server's id, else the derived one (mailbridge.sync.identity)
+        [m.email_id or derive_email_id(m.message_id, m.internal_date, m.size_bytes) for m in metas],
         [m.thread_id for m in metas],
         [None if m.labels is None else _flags_literal(m.labels) for m in metas],
     ]
@@ -323,22 +359,51 @@ async def update_flags(tx: Db, account_id: int, folder_id: int, updates: Iterabl
 
 async def remove_uids(tx: Db, account_id: int, folder_id: int, uids: Sequence[int], *,
                       emit_events: bool = True) -> int:
-    """Delete the rows of `uids` (expunged on the server); returns how many."""
+    """Delete the rows of `uids` (expunged on the server); returns how many.
+
+    With `emit_events`, a row without an email_id gets its `message_removed` event now;
+    one with an email_id is a move's source when a held arrival of it in another folder
+    waits (one `message_moved`), else its removal is held for the move window (see
+    `mailbridge.store.moves`)."""
     if not uids:
         return 0
     return int(await tx.fetchval(
-        """WITH gone AS (
-               DELETE FROM messages WHERE folder_id = $2 AND uid = ANY($3::bigint[])
-               RETURNING id, uid, message_id
-           ), ev AS (
-               INSERT INTO events (account_id, folder_id, kind, payload)
-               SELECT $1, $2, 'message_removed',
-                      jsonb_build_object('message', id, 'uid', uid, 'message_id', message_id)
-               FROM gone WHERE $4
-           )
-           SELECT count(*) FROM gone""",
-        account_id, folder_id, list(uids), emit_events,
-    ))
+        _REMOVE, account_id, folder_id, list(uids), emit_events))
+
+
+_REMOVE = """
+    WITH gone AS (
+        DELETE FROM messages WHERE folder_id = $2 AND uid = ANY($3::bigint[])
+        RETURNING id, uid, message_id, email_id
+    ), left_ AS (
+        SELECT id, uid, message_id, email_id, row_number() OVER (PARTITION BY email_id ORDER BY uid) AS n
+        FROM gone WHERE $4 AND email_id IS NOT NULL
+    ), waiting AS (
+        SELECT p.id AS pending, p.email_id, p.folder_id, p.uid, p.message,
+               row_number() OVER (PARTITION BY p.email_id ORDER BY p.id) AS n
+        FROM move_pending p
+        WHERE p.account_id = $1 AND p.side = 'added' AND p.folder_id <> $2
+          AND p.email_id IN (SELECT email_id FROM left_)
+    ), claimed AS (
+        DELETE FROM move_pending WHERE id IN (SELECT w.pending FROM left_ l JOIN waiting w USING (email_id, n))
+        RETURNING id
+    ), moved AS (
+        SELECT w.message AS id, w.uid, l.email_id, $2::bigint AS from_folder, l.uid AS from_uid,
+               l.id AS from_message, w.folder_id AS to_folder
+        FROM left_ l JOIN waiting w USING (email_id, n) WHERE w.pending IN (SELECT id FROM claimed)
+    ), held AS (
+        INSERT INTO move_pending (account_id, email_id, side, folder_id, uid, message, payload)
+        SELECT $1, l.email_id, 'removed', $2, l.uid, l.id,
+               jsonb_build_object('message', l.id, 'uid', l.uid, 'message_id', l.message_id)
+        FROM left_ l WHERE NOT EXISTS (SELECT 1 FROM moved m WHERE m.from_message = l.id)
+    ), ev AS (
+        INSERT INTO events (account_id, folder_id, kind, payload)
+        SELECT $1, $2, 'message_removed', jsonb_build_object('message', id, 'uid', uid, 'message_id', message_id)
+        FROM gone WHERE $4 AND email_id IS NULL
+        UNION ALL
+        SELECT $1, m.to_folder, 'message_moved', {moved_payload} FROM moved m
+    )
+    SELECT count(*) FROM gone""".format(moved_payload=MOVED_PAYLOAD)
 
 
 # --- reads ------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ async def sync_folder_steps(db: Db, session: ImapSession, folder: Folder, settin
     sync = FolderSync(db, session, folder, batch_size=settings.batch_size,
                       retention_days=settings.retention_days,
                       reset_limit=settings.uidvalidity_reset_limit, flag_scan=flag_scan,
-                      full_reconcile=full_reconcile)
+                      full_reconcile=full_reconcile, move_window=settings.move_window_seconds)
     try:
         async for step in sync.steps():
             yield step

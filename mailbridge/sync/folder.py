@@ -32,6 +32,7 @@ from mailbridge.imap.responses import parse_search, parse_select
 from mailbridge.store import events as event_store
 from mailbridge.store import folders as folder_store
 from mailbridge.store import messages as message_store
+from mailbridge.store import moves as move_store
 from mailbridge.store.db import Db
 from mailbridge.store.folders import Folder, load_folder, load_folders
 from mailbridge.store.messages import FolderUpdate
@@ -81,7 +82,7 @@ class FolderSync:
 
     def __init__(self, db: Db, session: ImapSession, folder: Folder, *, batch_size: int,
                  retention_days: int | None = None, reset_limit: int = 3, flag_scan: bool = True,
-                 full_reconcile: bool = False,
+                 full_reconcile: bool = False, move_window: float | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.db = db
         self.session = session
@@ -91,6 +92,7 @@ class FolderSync:
         self.reset_limit = reset_limit
         self.flag_scan = flag_scan
         self.full_reconcile = full_reconcile
+        self.move_window = move_window  # seconds held move sides wait (None: not flushed here)
         self.now = now
         self.reader = FolderReader(session, folder.name, retention_days=retention_days, now=now)
         self.select_info: SelectInfo | None = None
@@ -351,6 +353,9 @@ class FolderSync:
         info = self.select_info
         assert info is not None
         synced = await folder_store.finish_visit(self.db, f.id, info)
+        if self.move_window is not None:
+            # what waited longer for the other side of a move is a plain remove or add
+            await move_store.flush_due(self.db, f.account_id, self.move_window)
         return Step(f.name, "done", synced=synced, total=info.exists)
 
 

@@ -49,6 +49,7 @@ class Changes:
         self.flagged: set[tuple[str, int]] = set()   # (folder, uid) whose flags changed
         self.created: list[str] = []
         self.reset: set[str] = set()                 # folders whose UIDVALIDITY was reset
+        self.moves = 0
         self.counter = 20_000
 
     def run(self, ops: int) -> None:
@@ -91,6 +92,7 @@ class Changes:
             uid = self.rng.choice(uids)
             dest = self.rng.choice([f for f in folders if f != folder])
             moved = client.move(folder, [uid], dest)
+            self.moves += 1
             self.removed.add((folder, uid))
             if uid in moved:
                 self.added.add((dest, moved[uid]))
@@ -140,7 +142,10 @@ async def converge(server, user, env, db_dsn, seed: int) -> None:
             result = run_cli("verify", str(account_id), env=env, timeout=120)
             assert result.code in (0, 1) and "Traceback" not in result.err, result.err
             # converged: no drift, nothing pending, and the mirror equals the server exactly
-            if result.code == 0 and "pending" not in result.out and "in progress" not in result.out:
+            # ... and no side of a possible move still waits for its other side
+            async with Database.connect(db_dsn) as db:
+                held = await db.fetchval("SELECT count(*) FROM move_pending WHERE account_id = $1", account_id)
+            if result.code == 0 and "pending" not in result.out and "in progress" not in result.out and not held:
                 try:
                     assert_exact(server_truth(server, user), await mirror(db_dsn, account_id))
                     break
@@ -152,17 +157,25 @@ async def converge(server, user, env, db_dsn, seed: int) -> None:
 
         async with Database.connect(db_dsn) as db:
             rows = await db.fetch(
-                """SELECT e.kind, f.name AS folder, (e.payload->>'uid')::bigint AS uid, e.payload
+                """SELECT e.kind, f.name AS folder, (e.payload->>'uid')::bigint AS uid, e.payload,
+                          e.payload->>'from_folder' AS from_folder, (e.payload->>'from_uid')::bigint AS from_uid
                    FROM events e LEFT JOIN folders f ON f.id = e.folder_id
                    WHERE e.id > $1 AND e.account_id = $2""", start_event, account_id)
         seen = {(r["kind"], r["folder"], r["uid"]) for r in rows}
+        # a move is one message_moved (at its destination, naming its source), or, where
+        # the two sides could not be paired (a folder reset or created meanwhile), a
+        # removal and an arrival
+        moved_in = {(r["folder"], r["uid"]) for r in rows if r["kind"] == "message_moved"}
+        moved_out = {(r["from_folder"], r["from_uid"]) for r in rows if r["kind"] == "message_moved"}
         steady = set(BASE_FOLDERS) - changes.reset
         for folder, uid in changes.added - changes.removed:
             if folder in steady:
-                assert ("message_added", folder, uid) in seen, (folder, uid)
+                assert ("message_added", folder, uid) in seen or (folder, uid) in moved_in, (folder, uid)
         for folder, uid in changes.removed - changes.added:
             if folder in steady:
-                assert ("message_removed", folder, uid) in seen, (folder, uid)
+                assert ("message_removed", folder, uid) in seen or (folder, uid) in moved_out, (folder, uid)
+        if changes.moves:
+            assert "message_moved" in {r["kind"] for r in rows}
         kinds = {r["kind"] for r in rows}
         assert "folder_reset" in kinds
         if changes.flagged:

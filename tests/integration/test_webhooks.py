@@ -380,3 +380,36 @@ async def test_of_two_serve_processes_exactly_one_delivers_a_webhook(env, doveco
     assert len(ids) == len(set(ids)) == 30, "each event once: one process delivers"
     assert owner in (first.owner, second.owner) and locks == 1
     assert_in_order_per_account(receiver)
+
+
+async def test_a_move_is_delivered_as_one_message_moved_with_the_message_and_its_origin(env, dovecot, mail_user,
+                                                                                      db_dsn):
+    with MailboxClient(dovecot, mail_user) as client:
+        client.create("Archive")
+        client.append_many("INBOX", list(corpus(3, seed=21)))
+    add_account(env, dovecot, mail_user)
+    assert run_cli("sync", "--once", env=env).code == 0
+    with MailboxClient(dovecot, mail_user) as client:
+        uid = client.uids("INBOX")[0]
+        new_uid = client.move("INBOX", [uid], "Archive")[uid]
+    settings = load_settings(env, dotenv=None)
+    with Receiver(SECRET) as receiver:
+        async with Database.connect(db_dsn, max_size=4) as db, LockConnections.open(db_dsn, count=1) as locks:
+            await manage.add(db, settings, receiver.url, SECRET, ["message_moved", "message_removed",
+                                                                 "message_added"])
+            assert run_cli("sync", "--once", env=env).code == 0
+            deliverers = Deliverers(db, locks, settings, owner="test", rescan=0.5, idle=0.5)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(deliverers.run)
+                await until(lambda: receiver.delivered, timeout=20, what="the move's delivery")
+                await trio.sleep(0.5)
+                nursery.cancel_scope.cancel()
+            row = await db.fetchrow("SELECT m.id, m.subject, m.email_id FROM messages m JOIN folders f "
+                                    "ON f.id = m.folder_id WHERE f.name = 'Archive' AND m.uid = $1", new_uid)
+    [delivery] = receiver.delivered
+    data = delivery.body["data"]
+    assert delivery.valid and delivery.type == "message_moved"
+    assert (data["id"], data["folder"], data["uid"], data["subject"]) == (row["id"], "Archive", new_uid,
+                                                                          row["subject"])
+    assert (data["from_folder"], data["from_uid"], data["email_id"]) == ("INBOX", uid, row["email_id"])
+    assert "gone" not in data

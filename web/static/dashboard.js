@@ -11,7 +11,7 @@
   const REPLAY = 30;           // events shown at once when the page opens
   const ACTORS_EVERY = 1000;   // ms
   const ACCOUNTS_EVERY = 5000; // ms
-  const KINDS = ["message_added", "message_changed", "message_removed", "folder_added", "folder_removed",
+  const KINDS = ["message_added", "message_changed", "message_moved", "message_removed", "folder_added", "folder_removed",
                  "folder_reset", "account_health", "messages_expired"];
 
   // --- the token: from the address bar once, then only in this tab's memory/storage ------
@@ -259,7 +259,7 @@
 
   // --- events -----------------------------------------------------------------------------------
   const LABELS = { message_added: "new mail", message_changed: "flags changed", message_removed: "removed",
-                   folder_added: "new folder", folder_removed: "folder removed", folder_reset: "folder reset",
+                   message_moved: "moved", folder_added: "new folder", folder_removed: "folder removed", folder_reset: "folder reset",
                    account_health: "health", messages_expired: "expired" };
 
   function message(id) {
@@ -294,13 +294,13 @@
     const detail = item.querySelector(".detail");
     // the account is named only when there is more than one to tell apart
     const parts = accountNames.size > 1 ? [accountNames.get(ev.account_id) || ("account " + ev.account_id)] : [];
-    if (ev.kind === "message_added" || ev.kind === "message_changed") {
+    if (ev.kind === "message_added" || ev.kind === "message_changed" || ev.kind === "message_moved") {
       const m = p.message !== undefined ? await message(p.message) : null;
       if (m) {
         line1.appendChild(el("span", "subject", m.subject || "(no subject)"));
-        parts.push(m.folder);
+        parts.push(ev.kind === "message_moved" ? (p.from_folder || "?") + " → " + m.folder : m.folder);
         if (ev.kind === "message_added") parts.push("from " + sender(m));
-        else parts.push((m.flags || []).join(" ") || "no flags");
+        else if (ev.kind === "message_changed") parts.push((m.flags || []).join(" ") || "no flags");
       } else {
         const folder = await folderName(ev.account_id, ev.folder_id);
         if (folder) parts.push(folder);
