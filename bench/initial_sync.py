@@ -163,7 +163,10 @@ def run_sync_once(dsn: str, key: str, home: Path, extra_env: dict[str, str],
     import threading
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILBRIDGE_", "DATABASE_URL"))}
-    env.update(DATABASE_URL=dsn, MAILBRIDGE_ENCRYPTION_KEY=key, MAILBRIDGE_HOME=str(home))
+    # the code of the checkout this bench is in, whatever the environment has installed
+    path = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env.update(DATABASE_URL=dsn, MAILBRIDGE_ENCRYPTION_KEY=key, MAILBRIDGE_HOME=str(home),
+               PYTHONPATH=os.pathsep.join(path))
     env.update(extra_env)
     command = mailbridge_command()
     if profile:

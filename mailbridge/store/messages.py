@@ -17,6 +17,7 @@ from typing import Any
 from mailbridge.errors import DatabaseDataError, FolderRemoved
 from mailbridge.imap.models import FlagUpdate, MessageMeta
 from mailbridge.store.db import Db, Tx
+from mailbridge.store.search import document_of
 
 COLUMNS = (
     "uid", "message_id", "subject", "from_name", "from_email", "to_emails", "cc_emails",
@@ -74,15 +75,20 @@ WITH target AS (
           (EXCLUDED.flags, EXCLUDED.message_id, EXCLUDED.subject, EXCLUDED.size_bytes, EXCLUDED.internal_date,
            coalesce(EXCLUDED.labels, messages.labels), coalesce(EXCLUDED.email_id, messages.email_id),
            coalesce(EXCLUDED.provider_thread_id, messages.provider_thread_id))
-    RETURNING id, uid, (xmax = 0) AS inserted
+    RETURNING id, uid, (xmax = 0) AS inserted, subject, from_name, from_email, to_emails, cc_emails
 ), ev AS (
     INSERT INTO events (account_id, folder_id, kind, payload)
     SELECT $1, $2, CASE WHEN inserted THEN 'message_added' ELSE 'message_changed' END,
            jsonb_build_object('message', id, 'uid', uid)
     FROM up WHERE $3
+), indexed AS (
+    -- a new row's search document, written with it (see mailbridge.store.search)
+    INSERT INTO message_search (message_id, account_id, document)
+    SELECT id, $1, {document} FROM up WHERE inserted
+    ON CONFLICT (message_id) DO UPDATE SET document = EXCLUDED.document
 ), queued AS (
-    -- the search indexer builds these rows' documents (see mailbridge.store.search)
-    INSERT INTO search_pending (message_id) SELECT id FROM up ON CONFLICT DO NOTHING
+    -- a changed row's document is rebuilt by the indexer (see mailbridge.store.search)
+    INSERT INTO search_pending (message_id) SELECT id FROM up WHERE NOT inserted ON CONFLICT DO NOTHING
 ){folder_cte}
 SELECT count(*) FILTER (WHERE inserted) AS added, count(*) FILTER (WHERE NOT inserted) AS changed,
        {folder_value} AS folder_value, (SELECT count(*) FROM target) AS folder_found
@@ -92,6 +98,7 @@ FROM up
     names=", ".join(COLUMNS),
     columns=", ".join(COLUMNS),
     values=", ".join(f"{c}::text[]" if c in _ARRAY_COLUMNS else c for c in COLUMNS),
+    document=document_of("up"),
     folder_cte="{folder_cte}",
     folder_value="{folder_value}",
 )
@@ -254,8 +261,9 @@ def rejected_data(exc: BaseException) -> bool:
 
 async def upsert(tx: Db, account_id: int, folder_id: int, metas: Sequence[MessageMeta], *,
                  emit_events: bool, folder: FolderUpdate | None = None) -> Written:
-    """Insert or update `metas` (by folder and UID), queue them for the search index and,
-    with `emit_events`, append their events.
+    """Insert or update `metas` (by folder and UID), write the search documents of the
+    rows it inserts and queue those of the rows it changes for the indexer (see
+    `mailbridge.store.search`) and, with `emit_events`, append their events.
 
     Raises `FolderRemoved` (writing nothing) when the folder row is gone.
 
