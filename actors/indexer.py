@@ -1,9 +1,10 @@
 """The search indexer: builds queued full-text documents beside the sync.
 
-Account actors only queue the ids of the rows they write (`search_pending`); this task,
-one per process, turns them into `message_search` documents a batch at a time, so a
-big initial sync does not pay for the index inside its own statements.  Search is exact
-either way (see `mailbridge.store.search`); the index only makes it fast.
+Account actors write the documents of the rows they insert with the rows and queue the
+ids of the rows they change (`search_pending`, also filled by a migration that changes
+the document); this task, one per process, turns queued ids into `message_search`
+documents a batch at a time.  Search is exact either way (see
+`mailbridge.store.search`); the index only makes it fast.
 """
 
 from __future__ import annotations

@@ -1,24 +1,27 @@
-"""Benchmark: mailbridge's initial sync of one big folder, end to end, in-process.
+"""Benchmark: `mailbridge sync --once` of one big folder, as a user runs it.
 
 Starts a private Dovecot, writes N generated messages into INBOX of a fresh user (Maildir,
-no APPEND, from a child process so that this one's peak RSS is the sync's), creates a throwaway database (on --dsn / DATABASE_URL_TEST, else an embedded
-Postgres in a temp dir), migrates it, adds the account, then runs the same code path as
-`mailbridge sync --once` (`AccountActor.run_once`, throttle out of the way).
+no APPEND, from a child process), warms Dovecot's index with one untimed bare-socket
+``UID FETCH 1:*`` and times a second one (the baseline: same items, same mailbox, same
+run).  Then, per timed run: a throwaway database (on --dsn / DATABASE_URL_TEST, else an
+embedded Postgres in a temp dir), migrated, with the account added, and
+``mailbridge sync --once`` run as a subprocess with the shipped settings.
 
-It prints N, seconds and msgs/s (whole `run_once`, and the initial-sync phase
-alone), the time to build the search documents afterwards (`serve`'s indexer does that
-beside the sync), the process's peak RSS (``ru_maxrss``) and the RSS sampled from /proc/self/status
-during the run, and, as the baseline, the time of a bare-socket ``UID FETCH 1:*`` of the
-same mailbox with the same items (after one untimed pass to warm Dovecot's index).
+Per run it prints the command's wall time (spawn to exit: interpreter start, imports,
+discovery, the sync, the search index; the command returns only when every message is
+searchable), the time until the rows were in (the command's own "N messages mirrored"
+line on stdout: the search index may still be building then), the child's peak RSS and
+CPU (``os.wait4``'s rusage), and checks afterwards that every message is in ``messages``
+with its search document and nothing is left in ``search_pending``.  Ratios are to the
+bare socket of the same run.
 
-    .venv/bin/python bench/initial_sync.py -n 50000 [--repeat 3] [--batch-size 1000]
+    .venv/bin/python bench/initial_sync.py -n 50000 [--repeat 3] [--set MAILBRIDGE_BATCH_SIZE=1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import secrets
 import shutil
 import socket
@@ -32,47 +35,11 @@ from typing import Iterator
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import trio  # noqa: E402
-
 from mailbridge.aio.db import execute_once, with_database  # noqa: E402
 from mailbridge.aio.loop import run as run_with_loop  # noqa: E402
 from mailbridge.sync.folder import META_ITEMS  # noqa: E402
 
 BARE_FETCH = f"UID FETCH 1:* {META_ITEMS}"
-
-
-# --- memory ----------------------------------------------------------------------------
-
-
-def rss_kb() -> int:
-    """Current resident set size in KiB (VmRSS)."""
-    with open("/proc/self/status", "rb") as fh:
-        for line in fh:
-            if line.startswith(b"VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def peak_rss_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-
-
-class RssSampler:
-    """Samples VmRSS every `interval` seconds inside trio while a block runs."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval = interval
-        self.samples: list[tuple[float, int]] = []
-
-    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            self.samples.append((time.perf_counter(), rss_kb()))
-            await trio.sleep(self.interval)
-
-    def peak(self, since: float = 0.0, until: float = float("inf")) -> int:
-        values = [kb for t, kb in self.samples if since <= t <= until]
-        return max(values, default=0)
 
 
 # --- the bare-socket baseline ----------------------------------------------------------
@@ -147,89 +114,102 @@ def bare_fetch(host: str, port: int, username: str, password: str, mailbox: str 
     return fetches, nbytes, seconds
 
 
-# --- databases -------------------------------------------------------------------------
+# --- one timed `sync --once` ---------------------------------------------------------
 
 
-# --- one timed sync --------------------------------------------------------------------
+def mailbridge_command() -> list[str]:
+    """The `mailbridge` console script of this interpreter's environment (else -m)."""
+    script = Path(sys.executable).with_name("mailbridge")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mailbridge"]
 
 
-async def timed_sync(server_dsn: str, dovecot, user, args) -> dict:
-    from actors.indexer import drain
+async def prepare_database(server_dsn: str, dovecot, user, key: str) -> tuple[str, str]:
+    """A fresh migrated database holding the one account; (its name, its DSN)."""
     from mailbridge.aio.db import Database
-    from mailbridge.config import Settings
-    from mailbridge.imap.throttle import Throttle
-    from mailbridge.secrets import Cipher, generate_key
+    from mailbridge.secrets import Cipher
     from mailbridge.store import accounts as account_store
     from mailbridge.store.accounts import NewAccount
     from mailbridge.store.migrations import migrate
-    from actors.account import AccountActor, ActorDeps
-    from actors.registry import Registry
 
     name = f"mb_bench_{secrets.token_hex(4)}"
     await execute_once(server_dsn, f'CREATE DATABASE "{name}"')
     dsn = with_database(server_dsn, name)
-    result: dict = {"database": name}
+    await migrate(dsn)
+    new = NewAccount(email=f"{user.username}@example.test", imap_host=dovecot.host,
+                     imap_port=dovecot.port, imap_tls="none", imap_username=user.username,
+                     verify_certificate=False)
+    async with Database.connect(dsn, max_size=1) as db:
+        await account_store.insert(db, new, Cipher((key,)).encrypt(user.password), limit=1000)
+    return name, dsn
+
+
+async def check_database(dsn: str) -> dict:
+    """What the run left: rows, documents, the queue."""
+    from mailbridge.aio.db import Database
+
+    async with Database.connect(dsn, max_size=1) as db:
+        row = await db.fetchrow(
+            "SELECT (SELECT count(*) FROM messages) AS stored, (SELECT count(*) FROM message_search) AS indexed, "
+            "(SELECT count(*) FROM search_pending) AS pending")
+    assert row is not None
+    return {k: int(row[k]) for k in ("stored", "indexed", "pending")}
+
+
+def run_sync_once(dsn: str, key: str, home: Path, extra_env: dict[str, str],
+                  profile: str | None) -> dict:
+    """Spawn `mailbridge sync --once`, read its stdout with timestamps, reap it with
+    wait4; wall seconds, the seconds until its "mirrored" line, peak RSS and CPU."""
+    import subprocess
+    import threading
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILBRIDGE_", "DATABASE_URL"))}
+    # the code of the checkout this bench is in, whatever the environment has installed
+    path = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env.update(DATABASE_URL=dsn, MAILBRIDGE_ENCRYPTION_KEY=key, MAILBRIDGE_HOME=str(home),
+               PYTHONPATH=os.pathsep.join(path))
+    env.update(extra_env)
+    command = mailbridge_command()
+    if profile:
+        command = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "mailbridge"]
+    command = [*command, "sync", "--once"]
+    lines: list[tuple[float, str]] = []
+    start = time.perf_counter()
+    child = subprocess.Popen(command, env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def read(stream, into: list) -> None:
+        for raw in stream:
+            into.append((time.perf_counter() - start, raw.decode(errors="replace").rstrip()))
+
+    errors: list[tuple[float, str]] = []
+    readers = [threading.Thread(target=read, args=(child.stdout, lines)),
+               threading.Thread(target=read, args=(child.stderr, errors))]
+    for t in readers:
+        t.start()
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    for t in readers:
+        t.join()
+    rows_at = next((t for t, line in lines if "messages mirrored" in line), None)
+    return dict(wall=wall, rows=rows_at, exit=child.returncode, rss_kb=usage.ru_maxrss,
+                cpu=usage.ru_utime + usage.ru_stime, stdout=lines, stderr=errors)
+
+
+def timed_run(server_dsn: str, dovecot, user, args, profile: str | None) -> dict:
+    from mailbridge.secrets import generate_key
+
+    key = generate_key()
+    name, dsn = run_with_loop(prepare_database, server_dsn, dovecot, user, key)
+    home = Path(tempfile.mkdtemp(prefix="mb-bench-home-"))
     try:
-        await migrate(dsn)
-        key = generate_key()
-        settings = Settings(database_url=dsn, home=Path(tempfile.gettempdir()), encryption_keys=(key,),
-                            api_token=None, port=None, batch_size=args.batch_size,
-                            commands_per_minute=1_000_000)
-        new = NewAccount(email=f"{user.username}@example.test", imap_host=dovecot.host,
-                         imap_port=dovecot.port, imap_tls="none", imap_username=user.username,
-                         verify_certificate=False)
-        async with Database.connect(dsn, max_size=4) as db:
-            account_id = await account_store.insert(db, new, Cipher((key,)).encrypt(user.password),
-                                                    limit=settings.max_accounts)
-            account = await account_store.get(db, account_id)
-            sampler = RssSampler()
-            marks: dict[str, float] = {}
-            batches = 0
-
-            def on_step(step) -> None:
-                nonlocal batches
-                now = time.perf_counter()
-                marks.setdefault(f"first_{step.phase}", now)
-                marks[f"last_{step.phase}"] = now
-                if step.phase == "initial":
-                    batches += 1
-
-            async with trio.open_nursery() as nursery:
-                await nursery.start(sampler.run)
-                rss_before = rss_kb()
-                cpu_start = time.process_time()
-                start = time.perf_counter()
-                # the path `sync --once` runs: the actor's lock, login and one complete cycle
-                deps = ActorDeps(db=db, settings=settings, registry=Registry(), owner="bench")
-                once = await AccountActor(account, deps, throttle=Throttle(settings.commands_per_minute),
-                                          on_step=on_step).run_once()
-                assert once.outcome is not None, once.problem
-                totals = once.outcome.totals
-                end = time.perf_counter()
-                cpu = time.process_time() - cpu_start
-                nursery.cancel_scope.cancel()
-            stored = await db.fetchval("SELECT count(*) FROM messages WHERE account_id = $1", account_id)
-            # the search documents, built after the sync as `serve`'s indexer and `sync --once` do
-            index_start = time.perf_counter()
-            indexed = await drain(db)
-            index_seconds = time.perf_counter() - index_start
-        initial_start = marks.get("first_select", start)
-        initial_end = marks.get("last_initial", end)
-        result.update(
-            seconds=end - start,
-            cpu_seconds=cpu,
-            initial_seconds=initial_end - initial_start,
-            reconcile_seconds=(marks["last_reconcile"] - initial_end) if "last_reconcile" in marks else None,
-            added=totals.added, defects=totals.defects, stored=int(stored), batches=batches,
-            indexed=indexed, index_seconds=index_seconds,
-            rss_before_kb=rss_before,
-            rss_peak_initial_kb=sampler.peak(initial_start, initial_end),
-            rss_peak_kb=sampler.peak(start, end),
-            rss_after_kb=rss_kb(),
-        )
+        result = run_sync_once(dsn, key, home, args.env, profile)
+        result.update(run_with_loop(check_database, dsn))
     finally:
+        shutil.rmtree(home, ignore_errors=True)
         if not args.keep:
-            await execute_once(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            run_with_loop(execute_once, server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        else:
+            print(f"kept database {name}")
     return result
 
 
@@ -294,82 +274,76 @@ def bench_servers(dsn: str | None, *, keep: bool, prefix: str) -> Iterator[tuple
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--messages", type=int, default=50_000, help="messages in INBOX (default 50000)")
-    parser.add_argument("--batch-size", default=None,
-                        help="UIDs per batch (default: MAILBRIDGE_BATCH_SIZE's default); "
-                             "several, comma-separated, are each timed --repeat times")
     parser.add_argument("--dsn", default=os.environ.get("DATABASE_URL_TEST") or None,
-                        help="Postgres server DSN to create the throwaway database on "
+                        help="Postgres server DSN to create the throwaway databases on "
                              "(default DATABASE_URL_TEST; unset: an embedded Postgres in a temp dir)")
-    parser.add_argument("--repeat", type=int, default=1, help="timed syncs (each into a fresh database)")
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs (each into a fresh database)")
+    parser.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
+                        help="an environment variable for `sync --once` (repeatable), e.g. "
+                             "MAILBRIDGE_BATCH_SIZE=1000; by default it runs with the shipped settings")
     parser.add_argument("--keep", action="store_true", help="keep the databases and the Dovecot directory")
-    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the (last) sync to FILE")
+    parser.add_argument("--profile", metavar="FILE", help="run the last sync under cProfile, written to FILE")
+    parser.add_argument("--show-output", action="store_true", help="print the command's output, timestamped")
     args = parser.parse_args(argv)
-    if args.batch_size is None:
-        from mailbridge.config import Settings
-
-        sizes = [Settings.__dataclass_fields__["batch_size"].default]
-    else:
-        sizes = [int(x) for x in str(args.batch_size).split(",")]
+    args.env = dict(item.split("=", 1) for item in args.set)
+    n = args.messages
 
     with bench_servers(args.dsn, keep=args.keep, prefix="mb-bench-") as (_, dovecot, server_dsn):
         t = time.perf_counter()
-        user = fill_mailbox(dovecot, args.messages)
-        print(f"filled INBOX with {args.messages} messages in {time.perf_counter() - t:.1f} s", flush=True)
+        user = fill_mailbox(dovecot, n)
+        print(f"filled INBOX with {n} messages in {time.perf_counter() - t:.1f} s", flush=True)
 
         t = time.perf_counter()
         count, _, _ = bare_fetch(dovecot.host, dovecot.port, user.username, user.password)
         print(f"warm-up bare fetch (index build): {count} messages in {time.perf_counter() - t:.2f} s", flush=True)
-        count, nbytes, bare = bare_fetch(dovecot.host, dovecot.port, user.username, user.password)
-        print(f"bare-socket UID FETCH 1:* : {count} messages, {nbytes / 1e6:.1f} MB in {bare:.3f} s", flush=True)
-        if count != args.messages:
-            print(f"warning: the server returned {count} messages, not {args.messages}", file=sys.stderr)
+        bares = []
+        for _ in range(3):
+            count, nbytes, seconds = bare_fetch(dovecot.host, dovecot.port, user.username, user.password)
+            bares.append(seconds)
+        bare = min(bares)
+        print(f"bare-socket UID FETCH 1:* : {count} messages, {nbytes / 1e6:.1f} MB in {bare:.3f} s "
+              f"(best of 3) = {n / bare:,.0f} msgs/s", flush=True)
+        if count != n:
+            print(f"warning: the server returned {count} messages, not {n}", file=sys.stderr)
+        if args.env:
+            print(f"environment: {' '.join(args.set)}")
 
-        for size in sizes:
-            args.batch_size = size
-            results = []
-            for i in range(args.repeat):
-                if args.profile and i == args.repeat - 1:
-                    import cProfile
-
-                    profiler = cProfile.Profile()
-                    profiler.enable()
-                    r = run_with_loop(timed_sync, server_dsn, dovecot, user, args)
-                    profiler.disable()
-                    profiler.dump_stats(args.profile)
-                else:
-                    r = run_with_loop(timed_sync, server_dsn, dovecot, user, args)
-                results.append(r)
-                n = args.messages
-                print(
-                    f"run {i + 1}: N={n} batch={args.batch_size} stored={r['stored']} batches={r['batches']} "
-                    f"defects={r['defects']}\n"
-                    f"  run_once {r['seconds']:.2f} s = {n / r['seconds']:,.0f} msgs/s; "
-                    f"initial phase {r['initial_seconds']:.2f} s = {n / r['initial_seconds']:,.0f} msgs/s"
-                    + (f"; reconcile {r['reconcile_seconds']:.2f} s" if r["reconcile_seconds"] is not None else "")
-                    + f"; this process's CPU {r['cpu_seconds']:.2f} s ({r['cpu_seconds'] / n * 1e6:.0f} us/msg)"
-                    + f"\n  search index built afterwards: {r['indexed']} documents in {r['index_seconds']:.2f} s"
-                    + f"\n  ratio to bare socket: {r['seconds'] / bare:.1f}x (initial phase {r['initial_seconds'] / bare:.1f}x)\n"
-                    f"  RSS MB: before {r['rss_before_kb'] / 1024:.0f}, peak during initial phase "
-                    f"{r['rss_peak_initial_kb'] / 1024:.0f}, peak during sync {r['rss_peak_kb'] / 1024:.0f}, "
-                    f"after {r['rss_after_kb'] / 1024:.0f}; ru_maxrss {peak_rss_kb() / 1024:.0f}",
-                    flush=True,
-                )
-                if r["stored"] != n:
-                    print(f"error: {r['stored']} rows stored, expected {n}", file=sys.stderr)
-                    return 1
-            best = min(results, key=lambda r: r["seconds"])
-            rates = sorted(args.messages / r["seconds"] for r in results)
+        results = []
+        failed = False
+        for i in range(args.repeat):
+            profile = args.profile if args.profile and i == args.repeat - 1 else None
+            r = timed_run(server_dsn, dovecot, user, args, profile)
+            results.append(r)
+            rows = r["rows"]
             print(
-                f"SUMMARY N={args.messages} batch={args.batch_size}: best {best['seconds']:.2f} s "
-                f"({args.messages / best['seconds']:,.0f} msgs/s end to end, "
-                f"{args.messages / best['initial_seconds']:,.0f} msgs/s initial phase); "
-                f"spread {rates[0]:,.0f}–{rates[-1]:,.0f} msgs/s over {len(results)} run(s); "
-                f"bare socket {bare:.3f} s (ratio {best['seconds'] / bare:.1f}x); "
-                f"peak RSS {max(r['rss_peak_kb'] for r in results) / 1024:.0f} MB sampled, "
-                f"ru_maxrss {peak_rss_kb() / 1024:.0f} MB",
+                f"run {i + 1}: N={n} exit={r['exit']} stored={r['stored']} indexed={r['indexed']} "
+                f"pending={r['pending']}\n"
+                f"  searchable (wall, spawn to exit) {r['wall']:.2f} s = {n / r['wall']:,.0f} msgs/s, "
+                f"{r['wall'] / bare:.1f}x the bare socket\n"
+                + (f"  rows in (its 'mirrored' line)    {rows:.2f} s = {n / rows:,.0f} msgs/s, "
+                   f"{rows / bare:.1f}x the bare socket\n" if rows else "  rows: no 'mirrored' line\n")
+                + f"  child CPU {r['cpu']:.2f} s ({r['cpu'] / n * 1e6:.0f} us/msg); peak RSS {r['rss_kb'] / 1024:.0f} MB",
                 flush=True,
             )
-        return 0
+            if args.show_output or r["exit"] != 0:
+                for t_, line in r["stdout"] + r["stderr"]:
+                    print(f"    {t_:7.3f} {line}")
+            if r["exit"] != 0 or r["stored"] != n or r["indexed"] != n or r["pending"]:
+                print(f"error: exit {r['exit']}, {r['stored']} rows, {r['indexed']} documents, "
+                      f"{r['pending']} queued; expected {n}, {n}, 0", file=sys.stderr)
+                failed = True
+        walls = sorted(r["wall"] for r in results)
+        rows_times = sorted(r["rows"] for r in results if r["rows"])
+        print(
+            f"SUMMARY N={n}: searchable best {walls[0]:.2f} s = {n / walls[0]:,.0f} msgs/s "
+            f"(median {walls[len(walls) // 2]:.2f} s, {walls[0] / bare:.1f}x bare)"
+            + (f"; rows best {rows_times[0]:.2f} s = {n / rows_times[0]:,.0f} msgs/s ({rows_times[0] / bare:.1f}x bare)"
+               if rows_times else "")
+            + f"; bare socket {bare:.3f} s; peak RSS max {max(r['rss_kb'] for r in results) / 1024:.0f} MB; "
+            f"{len(results)} run(s)",
+            flush=True,
+        )
+        return 1 if failed else 0
 
 
 if __name__ == "__main__":

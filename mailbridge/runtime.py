@@ -107,7 +107,8 @@ async def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
             if problem:
                 problems.append(problem)
                 print(f"mailbridge: account {account.id}: {problem}", file=sys.stderr, flush=True)
-        # search is exact without it, but fast only once the documents are built
+        # new rows came with their documents; this builds those of changed (or requeued)
+        # rows: search is exact without it, but fast only once the documents are built
         indexed = await drain(db)
         if indexed:
             print(f"search index: {indexed} message(s) indexed", flush=True)

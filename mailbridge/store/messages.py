@@ -19,6 +19,7 @@ from mailbridge.imap.models import FlagUpdate, MessageMeta
 from mailbridge.store.db import Db, Tx
 from mailbridge.store.moves import MOVED_PAYLOAD
 from mailbridge.sync.identity import derive_email_id
+from mailbridge.store.search import document_of
 
 COLUMNS = (
     "uid", "message_id", "subject", "from_name", "from_email", "to_emails", "cc_emails",
@@ -76,7 +77,7 @@ WITH target AS (
           (EXCLUDED.flags, EXCLUDED.message_id, EXCLUDED.subject, EXCLUDED.size_bytes, EXCLUDED.internal_date,
            coalesce(EXCLUDED.labels, messages.labels), coalesce(EXCLUDED.email_id, messages.email_id),
            coalesce(EXCLUDED.provider_thread_id, messages.provider_thread_id))
-    RETURNING id, uid, email_id, (xmax = 0) AS inserted
+    RETURNING id, uid, email_id, (xmax = 0) AS inserted, subject, from_name, from_email, to_emails, cc_emails
 ), arrived AS (
     -- new rows that may be a move's arrival (only where events are written; see
     -- mailbridge.store.moves): ranked within their email_id, to pair one to one
@@ -114,9 +115,14 @@ WITH target AS (
                      AND NOT EXISTS (SELECT 1 FROM held h WHERE h.message = up.id)
     UNION ALL
     SELECT $1, $2, 'message_moved', {moved_payload} FROM moved m
+), indexed AS (
+    -- a new row's search document, written with it (see mailbridge.store.search)
+    INSERT INTO message_search (message_id, account_id, document)
+    SELECT id, $1, {document} FROM up WHERE inserted
+    ON CONFLICT (message_id) DO UPDATE SET document = EXCLUDED.document
 ), queued AS (
-    -- the search indexer builds these rows' documents (see mailbridge.store.search)
-    INSERT INTO search_pending (message_id) SELECT id FROM up ON CONFLICT DO NOTHING
+    -- a changed row's document is rebuilt by the indexer (see mailbridge.store.search)
+    INSERT INTO search_pending (message_id) SELECT id FROM up WHERE NOT inserted ON CONFLICT DO NOTHING
 ){folder_cte}
 SELECT count(*) FILTER (WHERE inserted) AS added, count(*) FILTER (WHERE NOT inserted) AS changed,
        {folder_value} AS folder_value, (SELECT count(*) FROM target) AS folder_found
@@ -126,6 +132,7 @@ FROM up
     names=", ".join(COLUMNS),
     columns=", ".join(COLUMNS),
     values=", ".join(f"{c}::text[]" if c in _ARRAY_COLUMNS else c for c in COLUMNS),
+    document=document_of("up"),
     folder_cte="{folder_cte}",
     folder_value="{folder_value}",
     moved_payload=MOVED_PAYLOAD,
@@ -290,8 +297,9 @@ def rejected_data(exc: BaseException) -> bool:
 
 async def upsert(tx: Db, account_id: int, folder_id: int, metas: Sequence[MessageMeta], *,
                  emit_events: bool, folder: FolderUpdate | None = None) -> Written:
-    """Insert or update `metas` (by folder and UID), queue them for the search index and,
-    with `emit_events`, append their events.
+    """Insert or update `metas` (by folder and UID), write the search documents of the
+    rows it inserts and queue those of the rows it changes for the indexer (see
+    `mailbridge.store.search`) and, with `emit_events`, append their events.
 
     Raises `FolderRemoved` (writing nothing) when the folder row is gone.
 

@@ -1,9 +1,14 @@
-"""The full-text search index (sql/0003): queued by the sync, built by the indexer.
+"""The full-text search index (sql/0003): written with new rows, queued for changed ones.
 
-A batch write queues the ids of the rows it inserted or changed in ``search_pending``
-(see `mailbridge.store.messages.upsert`); `index_pending` turns queued ids into
-``message_search`` documents; `matching_ids_sql` finds an account's messages for a
-query exactly whether or not their documents are built yet.
+A batch write (`mailbridge.store.messages.upsert`) writes the ``message_search``
+document of each row it inserts in the same statement, so a new message is searchable
+through the index as soon as it is committed (an initial sync leaves nothing to build
+afterwards), and queues the ids of the rows it changed in ``search_pending``: a
+document built from an older version of a row by the indexer running meanwhile could
+overwrite the new one, a queued id cannot be lost that way.  `index_pending` turns
+queued ids (changed rows, and every row after a migration changing the document) into
+documents; `matching_ids_sql` finds an account's messages for a query exactly whether
+or not their documents are built yet.
 """
 
 from __future__ import annotations
