@@ -2,9 +2,11 @@
 
 `extract_header_fields` reads the bytes a ``BODY[HEADER.FIELDS (...)]`` FETCH returns.
 It has a fast path (regular expressions, `binascii`, a port of `email.header`'s
-RFC 2047 rules) that handles what real mail mostly looks like, and falls back, field by
-field, to the stdlib `email` package (``policy=compat32`` semantics: `decode_header` /
-`make_header`, `getaddresses`, `parsedate_to_datetime`) on anything unusual:
+RFC 2047 rules, with a shortcut for the usual encoded header: encoded words of one
+charset and nothing else) that handles what real mail mostly looks like, and falls
+back, field by field, to the stdlib `email` package (``policy=compat32`` semantics:
+`decode_header` / `make_header`, `getaddresses`, `parsedate_to_datetime`) on anything
+unusual:
 
 - subject / display name: a charset that needs conversion or is unknown, bytes that do
   not decode, bad base64, 8-bit text next to encoded words, odd line-break characters;
@@ -57,6 +59,11 @@ _WANTED = {
     "in-reply-to": _IN_REPLY_TO,
     "references": _REFERENCES,
 }
+# ... and as servers usually spell them (no lowercasing needed for these)
+_WANTED_AS_SENT = {
+    **_WANTED, "Message-ID": _MESSAGE_ID, "Message-Id": _MESSAGE_ID, "Subject": _SUBJECT, "From": _FROM,
+    "To": _TO, "Cc": _CC, "CC": _CC, "Date": _DATE, "In-Reply-To": _IN_REPLY_TO, "References": _REFERENCES,
+}
 _EMPTY = HeaderFields()
 
 
@@ -96,11 +103,13 @@ def extract_header_fields(raw: bytes | bytearray | None) -> HeaderFields:
         text = _decode_8bit_block(bytes(raw), defects)
 
     values: list[str | None] = [None] * 8
-    wanted = _WANTED
+    as_sent = _WANTED_AS_SENT
     for name, value in _FIELD_RE.findall(text):
-        slot = wanted.get(name.lower())
+        slot = as_sent.get(name)
         if slot is None:
-            continue
+            slot = _WANTED.get(name.lower())
+            if slot is None:
+                continue
         if values[slot] is not None:
             defects.append(f"duplicate {name} header ignored")
             continue
@@ -111,7 +120,9 @@ def extract_header_fields(raw: bytes | bytearray | None) -> HeaderFields:
 
     from_name = from_email = None
     if from_ is not None:
-        pairs = parse_addresses(from_, defects, "From", lower=False)
+        pairs = _addresses_fast(from_) if from_ else None
+        if not pairs:  # unusual, empty or without an address: the general path (and its defect)
+            pairs = parse_addresses(from_, defects, "From", lower=False)
         if pairs:
             for name, addr in pairs:
                 if _is_address(addr):
@@ -398,6 +409,41 @@ def _decode_words(value: str, strict: bool, defects: list[str] | None = None) ->
     return "".join(out)
 
 
+def _decode_one_charset(value: str) -> str | None:
+    """`_decode_words(value, True)` for the usual encoded header: nothing but encoded words
+    of one charset, blanks (or nothing) between them; None for any other value, or where
+    a word or the charset does not decode (the general port then decides).
+
+    There, RFC 2047 drops the blanks, the words' bytes make one run and the result is
+    that run decoded: no plain text to join, no charset boundaries to space.
+    """
+    parts = _ECRE.split(value)
+    last = len(parts) - 1
+    if parts[last] or parts[0].lstrip():
+        return None
+    charset = parts[1].lower()
+    data = []
+    for i in range(1, last, 4):
+        if i > 1:
+            between = parts[i - 1]
+            if between and not between.isspace():
+                return None
+            if parts[i].lower() != charset:
+                return None
+        text = parts[i + 2]
+        try:
+            data.append(_q_decode(text) if parts[i + 1] in "qQ" else _b_decode(text))
+        except binascii.Error:
+            return None
+    info = _charset(charset)
+    if info is None:
+        return None
+    try:
+        return b"".join(data).decode(info[1])
+    except UnicodeDecodeError:
+        return None
+
+
 def decode_header_value(value: str, defects: list[str] | None = None) -> str:
     """An unfolded header value with its RFC 2047 encoded words decoded; never raises.
 
@@ -406,7 +452,11 @@ def decode_header_value(value: str, defects: list[str] | None = None) -> str:
     """
     if "=?" not in value or _ECRE.search(value) is None:
         return value
-    text = _decode_words(value, True) if _LINEBREAKS.search(value) is None else None
+    text = None
+    if _LINEBREAKS.search(value) is None:
+        text = _decode_one_charset(value)
+        if text is None:
+            text = _decode_words(value, True)
     if text is None:
         try:
             text = str(_email_make_header(_email_decode_header(value)))
@@ -428,11 +478,14 @@ def decode_header_value(value: str, defects: list[str] | None = None) -> str:
 
 _ADDR = r'[^\s@"(),:;<>\[\]\\]+@[^\s@"(),:;<>\[\]\\]+'
 # One list element of the plain kind: [phrase] <addr> or a bare addr (or nothing), then
-# a comma or the end.  A phrase is plain words and quoted strings without backslashes.
+# a comma or the end.  A phrase is plain words and quoted strings without backslashes,
+# read possessively (runs of plain characters at once, never given back: a phrase's
+# extent is forced anyway, as neither kind of piece holds a '<' outside quotes, so this
+# is the same match, found without backtracking one character at a time).
 # ... or an addr followed by one simple comment, ``addr (Name)``, whose text getaddresses
 # makes the display name (no nested parentheses, quoted-pairs, quotes or commas in it).
 _ITEM = re.compile(
-    r'[ \t]*(?:((?:"[^"\\\r\n]*"|[^"<>@,;:\\()\[\]\r\n])*)<[ \t]*(' + _ADDR + r')[ \t]*>'
+    r'[ \t]*(?:((?:"[^"\\\r\n]*"|[^"<>@,;:\\()\[\]\r\n]++)*+)<[ \t]*(' + _ADDR + r')[ \t]*>'
     r"|(" + _ADDR + r")(?:[ \t]*\(([^()\\\r\n\",]*)\))?)?[ \t]*(?:,|\Z)"
 )
 _PHRASE_WORDS = re.compile(r'"([^"]*)"|([^ \t"]+)')
