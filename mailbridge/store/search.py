@@ -58,15 +58,19 @@ async def pending_count(db: Db) -> int:
 def matching_ids_sql(account_arg: str, query_arg: str) -> str:
     """A subquery of the ids of the account's messages matching a websearch query: the
     index for rows whose document is built and current, the document function for rows
-    still queued.  Exact at any moment; fast once the queue is drained."""
+    still queued.  Exact at any moment; fast once the queue is drained.  The queued rows
+    are looked up from the queue (`= ANY (ARRAY(...))`): a join let the planner, without
+    statistics right after a bulk insert, compute the document of every row of the
+    account instead (24 ms a search at 1,000 messages, growing with the mailbox)."""
     tsquery = f"websearch_to_tsquery('simple', {query_arg})"
     return f"""
         SELECT s.message_id FROM message_search s
         WHERE s.account_id = {account_arg} AND s.document @@ {tsquery}
           AND NOT EXISTS (SELECT 1 FROM search_pending p WHERE p.message_id = s.message_id)
         UNION ALL
-        SELECT q.id FROM search_pending p JOIN messages q ON q.id = p.message_id
-        WHERE q.account_id = {account_arg} AND {document_of('q')} @@ {tsquery}"""
+        SELECT q.id FROM messages q
+        WHERE q.id = ANY (ARRAY(SELECT message_id FROM search_pending))
+          AND q.account_id = {account_arg} AND {document_of('q')} @@ {tsquery}"""
 
 
 __all__ = ["document_of", "index_pending", "matching_ids_sql", "pending_count"]

@@ -10,6 +10,7 @@ import pytest
 
 from mailbridge.aio.db import Database
 from mailbridge.store.api import MessageFilter, list_messages
+from mailbridge.store.search import matching_ids_sql
 from mailbridge.testing.mailgen import MaildirWriter, corpus
 from tests.support.cli import run_cli
 from tests.support.mirror import add_account, base_env
@@ -30,6 +31,12 @@ def subject_word(subject: str | None) -> str | None:
 
 
 async def found(db, account_id: int, q: str) -> set[int]:
+    """The ids `?q=` matches: the API's own matching subquery (what `list_messages` filters by)."""
+    rows = await db.fetch(f"SELECT message_id FROM ({matching_ids_sql('$1', '$2')}) AS hits", account_id, q)
+    return {int(r["message_id"]) for r in rows}
+
+
+async def listed(db, account_id: int, q: str) -> set[int]:
     rows = await list_messages(db, account_id, MessageFilter(q=q), limit=MESSAGES + 1)
     return {int(r["id"]) for r in rows}
 
@@ -67,3 +74,7 @@ async def test_after_sync_once_every_message_is_found_by_subject_word_and_sender
             missing = set(ids) - await found(db, account_id, address)
             assert not missing, (address, sorted(missing)[:5])
         assert await found(db, account_id, "zzqxnotawordanywhere") == set()
+        # and through the listing itself, for a few of each
+        for term, ids in [*list(by_word.items())[:20], *list(by_sender.items())[:20]]:
+            assert set(ids) <= await listed(db, account_id, term), term
+        assert await listed(db, account_id, "zzqxnotawordanywhere") == set()
