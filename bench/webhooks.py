@@ -31,6 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from mailbridge.aio.db import execute_once, with_database  # noqa: E402
 from mailbridge.aio.loop import run as run_with_loop  # noqa: E402
@@ -39,17 +40,9 @@ from mailbridge.testing.imapctl import MailboxClient  # noqa: E402
 from mailbridge.testing.mailgen import corpus, make_message  # noqa: E402
 from tests.support.receivers import Receiver  # noqa: E402
 
+from freshness import query  # noqa: E402  (one short-lived connection per query)
+
 SECRET = "bench-webhook-secret"
-
-
-async def query(dsn: str, sql: str, *args):
-    from mailbridge.aio.db import close_connection, connect_once
-
-    conn = await connect_once(dsn)
-    try:
-        return await conn.fetchval(sql, *args)
-    finally:
-        await close_connection(conn)
 
 
 def wait(predicate, timeout: float, what: str) -> None:
