@@ -155,8 +155,33 @@ async def check_database(dsn: str) -> dict:
     return {k: int(row[k]) for k in ("stored", "indexed", "pending")}
 
 
+def children_cpu(pid: int | None) -> float | None:
+    """CPU seconds of `pid`'s reaped children (cutime + cstime of /proc/pid/stat): the
+    Postgres backends and Dovecot imap processes a run used, once they have exited; None
+    where the process is not on this machine."""
+    if not pid:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+async def postmaster_pid(dsn: str) -> int | None:
+    """The pid of the postmaster serving `dsn`, when it runs on this machine."""
+    from mailbridge.aio.db import Database
+
+    async with Database.connect(dsn, max_size=1) as db:
+        backend = int(await db.fetchval("SELECT pg_backend_pid()"))
+        try:  # read while the backend lives
+            return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return None
+
+
 def run_sync_once(dsn: str, key: str, home: Path, extra_env: dict[str, str],
-                  profile: str | None) -> dict:
+                  profile: str | None, wrap: list[str] = [], repo: Path = REPO) -> dict:
     """Spawn `mailbridge sync --once`, read its stdout with timestamps, reap it with
     wait4; wall seconds, the seconds until its "mirrored" line, peak RSS and CPU."""
     import subprocess
@@ -164,14 +189,14 @@ def run_sync_once(dsn: str, key: str, home: Path, extra_env: dict[str, str],
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILBRIDGE_", "DATABASE_URL"))}
     # the code of the checkout this bench is in, whatever the environment has installed
-    path = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    path = [str(repo), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env.update(DATABASE_URL=dsn, MAILBRIDGE_ENCRYPTION_KEY=key, MAILBRIDGE_HOME=str(home),
                PYTHONPATH=os.pathsep.join(path))
     env.update(extra_env)
     command = mailbridge_command()
-    if profile:
+    if profile and not wrap:
         command = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "mailbridge"]
-    command = [*command, "sync", "--once"]
+    command = [*wrap, *command, "sync", "--once"]
     lines: list[tuple[float, str]] = []
     start = time.perf_counter()
     child = subprocess.Popen(command, env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -195,14 +220,21 @@ def run_sync_once(dsn: str, key: str, home: Path, extra_env: dict[str, str],
                 cpu=usage.ru_utime + usage.ru_stime, stdout=lines, stderr=errors)
 
 
-def timed_run(server_dsn: str, dovecot, user, args, profile: str | None) -> dict:
+def timed_run(server_dsn: str, dovecot, user, args, profile: str | None, repo: Path = REPO) -> dict:
     from mailbridge.secrets import generate_key
 
     key = generate_key()
     name, dsn = run_with_loop(prepare_database, server_dsn, dovecot, user, key)
+    postmaster = run_with_loop(postmaster_pid, dsn)
+    time.sleep(0.3)  # the preparing connections' backends are reaped
+    before = children_cpu(postmaster), children_cpu(dovecot.master_pid)
     home = Path(tempfile.mkdtemp(prefix="mb-bench-home-"))
     try:
-        result = run_sync_once(dsn, key, home, args.env, profile)
+        result = run_sync_once(dsn, key, home, args.env, profile, args.wrap.split() if profile else [], repo)
+        time.sleep(0.3)  # the run's backends and imap process are reaped
+        after = children_cpu(postmaster), children_cpu(dovecot.master_pid)
+        result.update(pg_cpu=None if None in (before[0], after[0]) else after[0] - before[0],
+                      imap_cpu=None if None in (before[1], after[1]) else after[1] - before[1])
         result.update(run_with_loop(check_database, dsn))
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -283,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
                              "MAILBRIDGE_BATCH_SIZE=1000; by default it runs with the shipped settings")
     parser.add_argument("--keep", action="store_true", help="keep the databases and the Dovecot directory")
     parser.add_argument("--profile", metavar="FILE", help="run the last sync under cProfile, written to FILE")
+    parser.add_argument("--wrap", default="", metavar="COMMAND",
+                        help="with --profile: run the last sync under this command prefix instead of cProfile "
+                             "(e.g. 'py-spy record --idle -f raw -o FILE --'); FILE is not used then")
+    parser.add_argument("--against", metavar="DIR", type=Path,
+                        help="another checkout (e.g. a `git worktree` of main): each repeat runs its code "
+                             "too, alternating with this one's, and the summary compares the two")
     parser.add_argument("--show-output", action="store_true", help="print the command's output, timestamped")
     args = parser.parse_args(argv)
     args.env = dict(item.split("=", 1) for item in args.set)
@@ -308,21 +346,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.env:
             print(f"environment: {' '.join(args.set)}")
 
-        results = []
+        repos = [REPO] if args.against is None else [REPO, args.against.resolve()]
+        by_repo: dict[Path, list[dict]] = {repo: [] for repo in repos}
         failed = False
-        for i in range(args.repeat):
-            profile = args.profile if args.profile and i == args.repeat - 1 else None
-            r = timed_run(server_dsn, dovecot, user, args, profile)
-            results.append(r)
+        for i, repo in ((i, repo) for i in range(args.repeat) for repo in repos):
+            profile = args.profile if args.profile and i == args.repeat - 1 and repo == REPO else None
+            r = timed_run(server_dsn, dovecot, user, args, profile, repo)
+            by_repo[repo].append(r)
             rows = r["rows"]
             print(
-                f"run {i + 1}: N={n} exit={r['exit']} stored={r['stored']} indexed={r['indexed']} "
+                (f"[{repo}] " if args.against else "") + f"run {i + 1}: N={n} exit={r['exit']} stored={r['stored']} indexed={r['indexed']} "
                 f"pending={r['pending']}\n"
                 f"  searchable (wall, spawn to exit) {r['wall']:.2f} s = {n / r['wall']:,.0f} msgs/s, "
                 f"{r['wall'] / bare:.1f}x the bare socket\n"
                 + (f"  rows in (its 'mirrored' line)    {rows:.2f} s = {n / rows:,.0f} msgs/s, "
                    f"{rows / bare:.1f}x the bare socket\n" if rows else "  rows: no 'mirrored' line\n")
-                + f"  child CPU {r['cpu']:.2f} s ({r['cpu'] / n * 1e6:.0f} us/msg); peak RSS {r['rss_kb'] / 1024:.0f} MB",
+                + f"  child CPU {r['cpu']:.2f} s ({r['cpu'] / n * 1e6:.0f} us/msg); peak RSS {r['rss_kb'] / 1024:.0f} MB"
+                + "".join(f"; {label} CPU {r[key]:.2f} s ({r[key] / n * 1e6:.0f} us/msg)"
+                          for label, key in (("Postgres", "pg_cpu"), ("Dovecot", "imap_cpu"))
+                          if r[key] is not None),
                 flush=True,
             )
             if args.show_output or r["exit"] != 0:
@@ -332,17 +374,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: exit {r['exit']}, {r['stored']} rows, {r['indexed']} documents, "
                       f"{r['pending']} queued; expected {n}, {n}, 0", file=sys.stderr)
                 failed = True
-        walls = sorted(r["wall"] for r in results)
-        rows_times = sorted(r["rows"] for r in results if r["rows"])
-        print(
-            f"SUMMARY N={n}: searchable best {walls[0]:.2f} s = {n / walls[0]:,.0f} msgs/s "
-            f"(median {walls[len(walls) // 2]:.2f} s, {walls[0] / bare:.1f}x bare)"
-            + (f"; rows best {rows_times[0]:.2f} s = {n / rows_times[0]:,.0f} msgs/s ({rows_times[0] / bare:.1f}x bare)"
-               if rows_times else "")
-            + f"; bare socket {bare:.3f} s; peak RSS max {max(r['rss_kb'] for r in results) / 1024:.0f} MB; "
-            f"{len(results)} run(s)",
-            flush=True,
-        )
+        for repo, results in by_repo.items():
+            if args.against:
+                print(f"[{repo}]", end=" ")
+            walls = sorted(r["wall"] for r in results)
+            rows_times = sorted(r["rows"] for r in results if r["rows"])
+            print(
+                f"SUMMARY N={n}: searchable best {walls[0]:.2f} s = {n / walls[0]:,.0f} msgs/s "
+                f"(median {walls[len(walls) // 2]:.2f} s, {walls[0] / bare:.1f}x bare)"
+                + (f"; rows best {rows_times[0]:.2f} s = {n / rows_times[0]:,.0f} msgs/s ({rows_times[0] / bare:.1f}x bare)"
+                   if rows_times else "")
+                + "".join(f"; median {label} CPU {sorted(values)[len(values) // 2] / n * 1e6:.0f} us/msg"
+                          for label, values in (("sync", [r["cpu"] for r in results]),
+                                                ("Postgres", [r["pg_cpu"] for r in results if r["pg_cpu"] is not None]))
+                          if values)
+                + f"; bare socket {bare:.3f} s; peak RSS max {max(r['rss_kb'] for r in results) / 1024:.0f} MB; "
+                f"{len(results)} run(s)",
+                flush=True,
+            )
         return 1 if failed else 0
 
 
