@@ -150,3 +150,37 @@ async def test_a_message_with_ten_thousand_long_recipients_is_indexed_and_found(
     assert await search(db, account_id, "crowded") == [1]
     assert await search(db, account_id, "ordinary") == [2]
     assert await search(db, account_id, "recipient.number.00001.with.a.long.local.part@department-1.example.org") == [1]
+
+
+# the document function as sql/0007 defined it (with translate), kept to hold sql/0015 to it
+_DOCUMENT_0007 = """
+CREATE FUNCTION pg_temp.document_0007(subject text, from_name text, from_email text,
+                                      to_emails text[], cc_emails text[])
+RETURNS tsvector LANGUAGE sql IMMUTABLE AS $$
+    SELECT to_tsvector('simple'::regconfig, left(concat_ws(' ',
+        subject, from_name, addresses, replace(addresses, '@', ' '),
+        translate(addresses, '@.+_-', '     ')), 200000))
+    FROM (SELECT concat_ws(' ', from_email, array_to_string(to_emails, ' '),
+                           array_to_string(cc_emails, ' ')) AS addresses) a
+$$"""
+
+
+async def test_the_document_function_gives_the_documents_it_gave_before(db):
+    """sql/0015 builds the document with replace() instead of translate(): for addresses,
+    names and subjects of every kind (non-ASCII, punctuation, empty, NULL, very long) the
+    documents are identical, so none had to be rebuilt."""
+    samples = [
+        ("Re: Hello-world v2.0", "Zoë-Ann O'Brien", "a.b+c_d-e@x-y.org", ["ö@ü.de", "x..y@z"], []),
+        ("", None, None, [], []),
+        (None, "", "--@..", ["+_+@-.-", "@", ".", ""], ["plain"]),
+        ("Ünïcødé — dash – «quotes» 日本語", "Ωμέγα", "üser.naмe@exämple.cöm", ["a@b"] * 3, ["c-d@e_f.g"]),
+        ("x" * 300_000, "n", "long@example.org", ["y@example.org"] * 50, []),
+        ("tabs\tand\nnewlines", "n\u00a0b", "mary-ann@corp.example.org", ["bob.jones@corp.example.org"], ["a+tag@gmail.com"]),
+    ]
+    async with db.acquire() as conn:
+        await conn.execute(_DOCUMENT_0007)
+        for sample in samples:
+            old, new = await conn.fetchrow(
+                "SELECT pg_temp.document_0007($1, $2, $3, $4, $5)::text, "
+                "mailbridge_message_search($1, $2, $3, $4, $5)::text", *sample)
+            assert old == new, sample[:3]
