@@ -28,6 +28,11 @@ import trio
 _EPS = 1e-9
 
 
+def default_burst(per_minute: int) -> int:
+    """The burst of a Throttle of `per_minute` built without one: per_minute // 6, at least 1."""
+    return max(1, per_minute // 6)
+
+
 class Throttle:
     """A token bucket for one account's IMAP commands (see the module doc for the bound)."""
 
@@ -41,7 +46,7 @@ class Throttle:
         if per_minute < 1:
             raise ValueError("per_minute must be at least 1")
         if burst is None:
-            burst = max(1, per_minute // 6)
+            burst = default_burst(per_minute)
         if not 1 <= burst <= per_minute:
             raise ValueError("burst must be between 1 and per_minute")
         self._per_minute = per_minute

@@ -289,13 +289,28 @@ def _columns(metas: Sequence[MessageMeta]) -> list[Any]:
     return [sep, null, *columns]
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedRows:
+    """A batch's messages with the parameters `upsert` sends for them (`encode_rows`):
+    built ahead of the write, so a pipeline encodes the next batch while the database
+    writes this one."""
+
+    metas: Sequence[MessageMeta]
+    params: list[Any]
+
+
+def encode_rows(metas: Sequence[MessageMeta]) -> EncodedRows:
+    """`metas` with their statement parameters, for `upsert`."""
+    return EncodedRows(metas, _columns(metas))
+
+
 def rejected_data(exc: BaseException) -> bool:
     """Whether `exc` says Postgres (or the driver encoding the parameters) refused a batch
     for its values, not for the connection or the schema: writing fewer rows may succeed."""
     return isinstance(exc, DatabaseDataError)
 
 
-async def upsert(tx: Db, account_id: int, folder_id: int, metas: Sequence[MessageMeta], *,
+async def upsert(tx: Db, account_id: int, folder_id: int, rows: Sequence[MessageMeta] | EncodedRows, *,
                  emit_events: bool, folder: FolderUpdate | None = None) -> Written:
     """Insert or update `metas` (by folder and UID), write the search documents of the
     rows it inserts and queue those of the rows it changes for the indexer (see
@@ -306,13 +321,16 @@ async def upsert(tx: Db, account_id: int, folder_id: int, metas: Sequence[Messag
     With `folder`, the same statement also updates the folder row as it says, so a sync
     cursor commits with the rows it covers even outside a transaction (`tx` may then be
     the pool: one round trip); `Written.message_count` is then the folder's new count.
+    `rows` are the messages, or the messages with their parameters (`encode_rows`).
     """
+    metas, params = (rows.metas, rows.params) if isinstance(rows, EncodedRows) else (rows, None)
     assignments = folder.assignments() if folder is not None else ()
     count_added = folder is not None and folder.count_added
     if not metas and not assignments and not count_added:
         return Written(0, 0)
     row = await tx.fetchrow(_statement(tuple(c for c, _ in assignments), count_added),
-                            account_id, folder_id, emit_events, *_columns(metas), *(v for _, v in assignments))
+                            account_id, folder_id, emit_events, *(_columns(metas) if params is None else params),
+                            *(v for _, v in assignments))
     assert row is not None  # an aggregate: always one row
     if not row["folder_found"]:
         raise FolderRemoved(f"folder {folder_id} of account {account_id} was removed (with its account?); "

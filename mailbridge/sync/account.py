@@ -12,6 +12,7 @@ from typing import AsyncGenerator
 from mailbridge.aio.imap import ImapSession
 from mailbridge.config import Settings
 from mailbridge.errors import ImapCommandError
+from mailbridge.imap.throttle import default_burst
 from mailbridge.store.db import Db
 from mailbridge.sync.folder import Folder, FolderSync, Step
 
@@ -44,7 +45,8 @@ async def sync_folder_steps(db: Db, session: ImapSession, folder: Folder, settin
     sync = FolderSync(db, session, folder, batch_size=settings.batch_size,
                       retention_days=settings.retention_days,
                       reset_limit=settings.uidvalidity_reset_limit, flag_scan=flag_scan,
-                      full_reconcile=full_reconcile, move_window=settings.move_window_seconds)
+                      full_reconcile=full_reconcile, move_window=settings.move_window_seconds,
+                      fetch_budget=default_burst(settings.commands_per_minute))
     try:
         async for step in sync.steps():
             yield step

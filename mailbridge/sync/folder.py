@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import shlex
 from array import array
+from bisect import bisect_left, bisect_right
+from operator import attrgetter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import AsyncIterator, Awaitable, Callable, Iterator, TypeVar
@@ -35,16 +37,19 @@ from mailbridge.store import messages as message_store
 from mailbridge.store import moves as move_store
 from mailbridge.store.db import Db
 from mailbridge.store.folders import Folder, load_folder, load_folders
-from mailbridge.store.messages import FolderUpdate
+from mailbridge.store.messages import EncodedRows, FolderUpdate, encode_rows
 from mailbridge.sync.fetching import META_ITEMS, META_ITEMS_MODSEQ, FolderReader, RawFetch
 from mailbridge.sync.reconcile import reconcile
 from mailbridge.sync.salvage import write_batch
 
 log = logging.getLogger(__name__)
 
+MAX_UIDS_PER_FETCH = 10_000  # UIDs one initial-sync FETCH command may cover (one batch at least)
 RESET_WINDOW = timedelta(hours=24)
 REPAIR_INTERVAL = timedelta(minutes=10)  # least time between refetches of a folder's unreadable rows
 Written = TypeVar("Written")
+Prepared = TypeVar("Prepared")
+_uid = attrgetter("uid")
 
 
 def resume_command(account_id: int, folder_name: str) -> str:
@@ -56,6 +61,20 @@ def parked_problem(account_id: int, folder_name: str) -> str:
     """What an account's health says about a parked folder, and how to resume it."""
     return (f"folder {folder_name!r} is parked after repeated UIDVALIDITY resets; "
             f"`{resume_command(account_id, folder_name)}` resumes it")
+
+
+def batches_per_fetch(uids: int, batch_size: int, fetch_budget: int | None) -> int:
+    """How many write batches of `batch_size` one initial-sync FETCH command covers, for a
+    folder with `uids` still to fetch: 1, or as many more as keep the FETCH commands
+    within `fetch_budget` (the throttle's burst; its refill pays for the other commands),
+    so a big folder's first sync does not wait on the throttle; never more than
+    MAX_UIDS_PER_FETCH UIDs' worth (nor fewer than one batch).  A command's size costs the server nothing more than the same
+    messages in smaller commands; what one holds in memory (its responses, parsed) is
+    bounded by the cap whatever the folder's size."""
+    if not fetch_budget or uids <= batch_size * fetch_budget:
+        return 1
+    batches = -(-uids // batch_size)
+    return max(1, min(MAX_UIDS_PER_FETCH // batch_size, -(-batches // fetch_budget)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +102,7 @@ class FolderSync:
     def __init__(self, db: Db, session: ImapSession, folder: Folder, *, batch_size: int,
                  retention_days: int | None = None, reset_limit: int = 3, flag_scan: bool = True,
                  full_reconcile: bool = False, move_window: float | None = None,
+                 fetch_budget: int | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.db = db
         self.session = session
@@ -93,6 +113,7 @@ class FolderSync:
         self.flag_scan = flag_scan
         self.full_reconcile = full_reconcile
         self.move_window = move_window  # seconds held move sides wait (None: not flushed here)
+        self.fetch_budget = fetch_budget  # FETCH commands an initial sync aims to take (None: one per batch)
         self.now = now
         self.reader = FolderReader(session, folder.name, retention_days=retention_days, now=now)
         self.select_info: SelectInfo | None = None
@@ -176,12 +197,17 @@ class FolderSync:
     # --- fetching (through `self.reader`) ----------------------------------------------
 
     async def _pipeline(self, batches: Iterator[list[int]],
-                        write: Callable[[list[int], list[MessageMeta], bool], Awaitable[Written]],
+                        prepare: Callable[[list[int], list[MessageMeta]], Awaitable[Prepared]],
+                        write: Callable[[list[int], Prepared, bool], Awaitable[Written]],
                         ) -> AsyncIterator[tuple[list[int], int, Written]]:
         """Fetch, parse and write `batches` in order, overlapped: while batch k is written,
-        k+1 is parsed and k+2 fetched (the server prepares its response while we parse).
+        k+1 is parsed and prepared for its write and k+2 fetched (the server prepares its
+        response while we parse; the database writes while we parse and encode).
 
-        `write(batch, metas, last)` writes one batch and its cursor in one transaction
+        `prepare(batch, metas)` turns the parsed messages into what `write` takes (the
+        statements' parameters: `message_store.encode_rows`), so the write of the next
+        batch starts the moment this one commits.
+        `write(batch, prepared, last)` writes one batch and its cursor in one transaction
         (one statement: see `message_store.upsert`'s FolderUpdate); this yields (batch,
         defects, write's result) after each commit, outside any concurrent work, so a
         cursor never covers rows that are not committed and the session is idle at every
@@ -192,11 +218,11 @@ class FolderSync:
         """
         fetch_next = next(batches, None)     # the batch to fetch next
         fetched: tuple[list[int], list[RawFetch]] | None = None            # to parse
-        parsed: tuple[list[int], list[MessageMeta], int] | None = None     # to write
+        parsed: tuple[list[int], Prepared, int] | None = None     # to write
         failure: BaseException | None = None  # of a fetch: raised once the batches before it are written
         while fetch_next is not None or fetched is not None or parsed is not None:
             got_raw: list[list[RawFetch] | Exception] = []
-            got_metas: list[tuple[list[MessageMeta], int]] = []
+            got_metas: list[tuple[Prepared, int]] = []
             got_result: list[Written] = []
 
             async def fetch(uids: list[int]) -> None:
@@ -206,10 +232,11 @@ class FolderSync:
                     got_raw.append(exc)
 
             async def parse(uids: list[int], responses: list[RawFetch]) -> None:
-                got_metas.append(await self.reader.parse_meta(uids, responses))
+                metas, defects = await self.reader.parse_meta(uids, responses)
+                got_metas.append((await prepare(uids, metas), defects))
 
-            async def store(uids: list[int], metas: list[MessageMeta], last: bool) -> None:
-                got_result.append(await write(uids, metas, last))
+            async def store(uids: list[int], prepared: Prepared, last: bool) -> None:
+                got_result.append(await write(uids, prepared, last))
 
             try:
                 async with trio.open_nursery() as nursery:
@@ -255,15 +282,18 @@ class FolderSync:
         new = [u for u in await self.reader.search(f"UID {high + 1}:*") if u > high]
         batch_size = self.batch_size
 
-        async def write(batch: list[int], metas: list[MessageMeta], last: bool) -> tuple[int, int, int]:
+        async def prepare(_batch: list[int], metas: list[MessageMeta]) -> EncodedRows:
+            return encode_rows(metas)
+
+        async def write(batch: list[int], rows: EncodedRows, last: bool) -> tuple[int, int, int]:
             cursor = batch[-1]
-            done = await write_batch(self.db, f.account_id, f.id, metas, emit_events=True,
+            done = await write_batch(self.db, f.account_id, f.id, rows, emit_events=True,
                                      folder=FolderUpdate(synced_high_uid=cursor))
             self.folder = replace(self.folder, synced_high_uid=cursor)
             return done.written.added, done.written.changed, len(done.unstorable)
 
         batches = (new[start:start + batch_size] for start in range(0, len(new), batch_size))
-        async for _batch, defects, (added, changed, unstorable) in self._pipeline(batches, write):
+        async for _batch, defects, (added, changed, unstorable) in self._pipeline(batches, prepare, write):
             f = self.folder
             yield Step(f.name, "incremental", added=added, changed=changed, defects=defects + unstorable,
                        total=info.exists)
@@ -291,23 +321,47 @@ class FolderSync:
             # taken here (instead of count(*) per batch, which is quadratic in the folder)
             await folder_store.recount_messages(self.db, f.id)
         batch_size = self.batch_size
+        # one FETCH covers `per_fetch` write batches where one each would wait on the throttle
+        per_fetch = batches_per_fetch(len(remaining), batch_size, self.fetch_budget) * batch_size
 
         def batches() -> Iterator[list[int]]:
             while remaining:
-                batch = remaining[-batch_size:].tolist()
-                del remaining[-batch_size:]
+                batch = remaining[-per_fetch:].tolist()
+                del remaining[-per_fetch:]
                 yield batch
 
-        async def write(batch: list[int], metas: list[MessageMeta], last: bool) -> tuple[int, int, int, int]:
-            new_low = 1 if last else batch[0]
-            done = await write_batch(
-                self.db, f.account_id, f.id, metas, emit_events=False,
-                folder=FolderUpdate(initial_low_uid=new_low, initial_sync_complete=last, count_added=True))
-            self.folder = replace(self.folder, initial_low_uid=new_low, initial_sync_complete=last)
-            written = done.written
-            return written.added, written.changed, int(written.message_count or 0), len(done.unstorable)
+        async def prepare(fetched: list[int], metas: list[MessageMeta]) -> list[tuple[list[int], EncodedRows]]:
+            """The write batches of `fetched` (ascending UIDs), newest first, each with its
+            rows encoded: (its UIDs, its rows)."""
+            prepared = []
+            for end in range(len(fetched), 0, -batch_size):
+                batch = fetched[max(0, end - batch_size):end]
+                rows = metas[bisect_left(metas, batch[0], key=_uid):bisect_right(metas, batch[-1], key=_uid)]
+                prepared.append((batch, encode_rows(rows)))
+                await trio.sleep(0)
+            return prepared
 
-        async for _batch, defects, (added, changed, synced, unstorable) in self._pipeline(batches(), write):
+        async def write(_fetched: list[int], prepared: list[tuple[list[int], EncodedRows]],
+                        last: bool) -> tuple[int, int, int, int]:
+            """Write `prepare`'s batches in order, each with its cursor in its own
+            statement: a cancellation between them leaves the cursor at the last one
+            committed."""
+            added = changed = synced = unstorable = 0
+            for i, (batch, rows) in enumerate(prepared):
+                final = last and i == len(prepared) - 1
+                new_low = 1 if final else batch[0]
+                done = await write_batch(
+                    self.db, f.account_id, f.id, rows, emit_events=False,
+                    folder=FolderUpdate(initial_low_uid=new_low, initial_sync_complete=final, count_added=True))
+                self.folder = replace(self.folder, initial_low_uid=new_low, initial_sync_complete=final)
+                written = done.written
+                added += written.added
+                changed += written.changed
+                synced = int(written.message_count or 0)
+                unstorable += len(done.unstorable)
+            return added, changed, synced, unstorable
+
+        async for _batch, defects, (added, changed, synced, unstorable) in self._pipeline(batches(), prepare, write):
             yield Step(f.name, "initial", added=added, changed=changed, defects=defects + unstorable,
                        synced=synced, total=info.exists)
         f = self.folder

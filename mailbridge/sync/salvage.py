@@ -19,7 +19,7 @@ from mailbridge.errors import DatabaseError
 from mailbridge.imap.models import MessageMeta
 from mailbridge.store import messages as message_store
 from mailbridge.store.db import Db
-from mailbridge.store.messages import FolderUpdate, Written
+from mailbridge.store.messages import EncodedRows, FolderUpdate, Written
 from mailbridge.sync.fetching import placeholder
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class BatchWritten:
     unstorable: tuple[int, ...] = ()
 
 
-async def write_batch(db: Db, account_id: int, folder_id: int, metas: Sequence[MessageMeta], *,
+async def write_batch(db: Db, account_id: int, folder_id: int, rows: Sequence[MessageMeta] | EncodedRows, *,
                       emit_events: bool, folder: FolderUpdate | None = None) -> BatchWritten:
     """`message_store.upsert` of `metas` with `folder`, salvaging a batch refused for its
     values as the module says; any other error (and a placeholder refused too) is raised.
@@ -45,9 +45,11 @@ async def write_batch(db: Db, account_id: int, folder_id: int, metas: Sequence[M
 
     On cancellation, what was committed stays committed; the cursor has moved only if the
     last statement committed, and a re-run rewrites the same rows (idempotent upserts).
+    `rows` may come encoded (`message_store.encode_rows`); the parts are encoded anew.
     """
+    metas = rows.metas if isinstance(rows, EncodedRows) else rows
     try:
-        return BatchWritten(await message_store.upsert(db, account_id, folder_id, metas,
+        return BatchWritten(await message_store.upsert(db, account_id, folder_id, rows,
                                                        emit_events=emit_events, folder=folder))
     except DatabaseError as exc:
         if not message_store.rejected_data(exc) or not metas:

@@ -150,3 +150,46 @@ async def test_rows_and_cursor_are_one_statement(db, dovecot, mail_user):
     assert seen == [True, True, True]
     row, uids = await state(db, inbox.id)
     assert row["initial_sync_complete"] and uids == set(range(1, 91)) and row["message_count"] == 90
+
+
+class CountingFetches(FailsOnce):
+    """The session, counting its metadata UID FETCH commands."""
+
+    async def uid_fetch(self, uid_set, items, **kwargs):
+        if "BODY.PEEK" in items:
+            self.calls += 1
+        return await self._inner.uid_fetch(uid_set, items, **kwargs)
+
+
+async def test_a_packed_fetch_writes_each_batch_with_its_own_cursor(db, dovecot, mail_user):
+    """Where one FETCH per batch would exceed the budget, one FETCH covers several batches:
+    fewer commands, the same statements, and a write failing inside such a FETCH's
+    batches leaves the ones before it committed with their cursor; the next run completes."""
+    fill_inbox(mail_user, N)
+    account_id = await insert_account_row(db, dovecot, mail_user)
+    async with open_session(dovecot, mail_user) as session:
+        inbox = await inbox_of(db, session, account_id)
+        counting = CountingFetches(session, fail_at=0)
+        flaky = FailingWrites(db, fail_at=3)  # the first batch of the second FETCH (2 batches each)
+        steps = []
+        with pytest.raises(DatabaseError):
+            async for step in FolderSync(flaky, counting, inbox, batch_size=BATCH, fetch_budget=3).steps():
+                steps.append(step)
+    row, uids = await state(db, inbox.id)
+    assert_cursor_matches_rows(row, uids)
+    assert len(uids) == 2 * BATCH and max(uids) == N and not row["initial_sync_complete"]
+    assert [s.added for s in steps if s.phase == "initial"] == [2 * BATCH]
+
+    async with open_session(dovecot, mail_user) as session:
+        await session.enable("CONDSTORE")
+        inbox = (await discover_folders(db, session, account_id, None)).folders[0]
+        counting = CountingFetches(session, fail_at=0)
+        async for step in FolderSync(db, counting, inbox, batch_size=BATCH, fetch_budget=2).steps():
+            if step.phase == "initial":
+                row, uids = await state(db, inbox.id)
+                assert_cursor_matches_rows(row, uids)
+                assert step.synced == len(uids)
+    # 150 UIDs left: 4 batches of 40 within a budget of 2 commands, so 2 FETCHes of 2 batches
+    assert counting.calls == 2
+    row, uids = await state(db, inbox.id)
+    assert row["initial_sync_complete"] and uids == set(range(1, N + 1)) and row["message_count"] == N
