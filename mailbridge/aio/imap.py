@@ -72,18 +72,18 @@ def _stray_news(lines: Sequence[Any], *, exists: bool = True) -> bool:
     mailbox besides the command's own answer: an EXPUNGE, a VANISHED but (EARLIER), an
     EXISTS (unless `exists`: a SELECT's own), a FETCH without UID and without a literal
     (a UID FETCH's own lines name their UID, RFC 3501 6.4.8; a flag change has no literal)."""
+    match = _SELECTED_NEWS.match
     for line in lines:
-        if type(line) is str:
+        if type(line) is str or not match(line, 0, 40):  # (no copy of the line: most are not news)
             continue
         head = bytes(line[:40])
-        if not _SELECTED_NEWS.match(head):
-            continue
         word = head.split(b" ", 2)[1 if head[:1].isdigit() else 0].upper()
         if word == b"EXPUNGE" or (word == b"EXISTS" and exists):
             return True
         if word == b"VANISHED" and not head.upper().startswith(b"VANISHED (EARLIER)"):
             return True
-        if word == b"FETCH" and not bytes(line).rstrip().endswith(b"}") and not _UID_ITEM.search(bytes(line)):
+        if (word == b"FETCH" and not line.endswith(b"}") and not bytes(line).rstrip().endswith(b"}")
+                and not _UID_ITEM.search(line)):
             return True
     return False
 
