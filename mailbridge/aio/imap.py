@@ -82,8 +82,9 @@ def _stray_news(lines: Sequence[Any], *, exists: bool = True) -> bool:
             return True
         if word == b"VANISHED" and not head.upper().startswith(b"VANISHED (EARLIER)"):
             return True
-        if (word == b"FETCH" and not line.endswith(b"}") and not bytes(line).rstrip().endswith(b"}")
-                and not _UID_ITEM.search(line)):
+        # (a literal's line ends in "}"; rstrip copies the line, so only where it does not)
+        literal = line.endswith(b"}") or line.rstrip().endswith(b"}")
+        if word == b"FETCH" and not literal and not _UID_ITEM.search(line):
             return True
     return False
 

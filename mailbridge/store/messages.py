@@ -312,7 +312,7 @@ def rejected_data(exc: BaseException) -> bool:
 
 async def upsert(tx: Db, account_id: int, folder_id: int, rows: Sequence[MessageMeta] | EncodedRows, *,
                  emit_events: bool, folder: FolderUpdate | None = None) -> Written:
-    """Insert or update `metas` (by folder and UID), write the search documents of the
+    """Insert or update `rows` (by folder and UID), write the search documents of the
     rows it inserts and queue those of the rows it changes for the indexer (see
     `mailbridge.store.search`) and, with `emit_events`, append their events.
 
@@ -321,7 +321,8 @@ async def upsert(tx: Db, account_id: int, folder_id: int, rows: Sequence[Message
     With `folder`, the same statement also updates the folder row as it says, so a sync
     cursor commits with the rows it covers even outside a transaction (`tx` may then be
     the pool: one round trip); `Written.message_count` is then the folder's new count.
-    `rows` are the messages, or the messages with their parameters (`encode_rows`).
+    `rows` are the messages, or the messages with their parameters (`encode_rows`, so
+    the encoding can be done ahead of the write).
     """
     metas, params = (rows.metas, rows.params) if isinstance(rows, EncodedRows) else (rows, None)
     assignments = folder.assignments() if folder is not None else ()

@@ -20,9 +20,9 @@ import logging
 import shlex
 from array import array
 from bisect import bisect_left, bisect_right
-from operator import attrgetter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter
 from typing import AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 import trio
@@ -68,9 +68,9 @@ def batches_per_fetch(uids: int, batch_size: int, fetch_budget: int | None) -> i
     folder with `uids` still to fetch: 1, or as many more as keep the FETCH commands
     within `fetch_budget` (the throttle's burst; its refill pays for the other commands),
     so a big folder's first sync does not wait on the throttle; never more than
-    MAX_UIDS_PER_FETCH UIDs' worth (nor fewer than one batch).  A command's size costs the server nothing more than the same
-    messages in smaller commands; what one holds in memory (its responses, parsed) is
-    bounded by the cap whatever the folder's size."""
+    MAX_UIDS_PER_FETCH UIDs' worth (nor fewer than one batch).  A command's size costs
+    the server nothing more than the same messages in smaller commands; what one holds in
+    memory (its responses, parsed) is bounded by the cap whatever the folder's size."""
     if not fetch_budget or uids <= batch_size * fetch_budget:
         return 1
     batches = -(-uids // batch_size)

@@ -38,7 +38,7 @@ class BatchWritten:
 
 async def write_batch(db: Db, account_id: int, folder_id: int, rows: Sequence[MessageMeta] | EncodedRows, *,
                       emit_events: bool, folder: FolderUpdate | None = None) -> BatchWritten:
-    """`message_store.upsert` of `metas` with `folder`, salvaging a batch refused for its
+    """`message_store.upsert` of `rows` with `folder`, salvaging a batch refused for its
     values as the module says; any other error (and a placeholder refused too) is raised.
     `db` is the pool, not a transaction: a refused statement aborts the transaction it is
     in, and the parts after it could not be written.
