@@ -193,3 +193,28 @@ async def test_a_packed_fetch_writes_each_batch_with_its_own_cursor(db, dovecot,
     assert counting.calls == 2
     row, uids = await state(db, inbox.id)
     assert row["initial_sync_complete"] and uids == set(range(1, N + 1)) and row["message_count"] == N
+
+
+async def test_a_lost_connection_during_a_packed_fetch_keeps_the_batches_before_it(db, dovecot, mail_user):
+    """A FETCH covering several batches fails (the connection drops): the batches of the
+    FETCH before it are written with their cursor, nothing of the failed one is claimed,
+    and the next run completes the folder."""
+    fill_inbox(mail_user, N)
+    account_id = await insert_account_row(db, dovecot, mail_user)
+    async with open_session(dovecot, mail_user) as session:
+        inbox = await inbox_of(db, session, account_id)
+        flaky = FailingFetches(session, fail_at=2)  # the second FETCH (2 batches), while the first is written
+        with pytest.raises(ImapConnectionLost):
+            async for _step in FolderSync(db, flaky, inbox, batch_size=BATCH, fetch_budget=3).steps():
+                pass
+    row, uids = await state(db, inbox.id)
+    assert_cursor_matches_rows(row, uids)
+    assert len(uids) == 2 * BATCH and max(uids) == N and not row["initial_sync_complete"]
+
+    async with open_session(dovecot, mail_user) as session:
+        await session.enable("CONDSTORE")
+        inbox = (await discover_folders(db, session, account_id, None)).folders[0]
+        async for _step in FolderSync(db, session, inbox, batch_size=BATCH, fetch_budget=3).steps():
+            pass
+    row, uids = await state(db, inbox.id)
+    assert row["initial_sync_complete"] and uids == set(range(1, N + 1)) and row["message_count"] == N
