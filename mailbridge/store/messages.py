@@ -8,6 +8,7 @@ per batch).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,9 @@ from mailbridge.store.db import Db, Tx
 from mailbridge.store.moves import MOVED_PAYLOAD
 from mailbridge.sync.identity import derive_email_id
 from mailbridge.store.search import document_of
+from mailbridge.store.search_document import document_literal
+
+log = logging.getLogger(__name__)
 
 COLUMNS = (
     "uid", "message_id", "subject", "from_name", "from_email", "to_emails", "cc_emails",
@@ -34,8 +38,10 @@ _TYPES = (
 )
 _ARRAY_COLUMNS = frozenset(c for c, t in zip(COLUMNS, _TYPES) if t == "text[]")
 _TEXT_COLUMNS = tuple(i for i, t in enumerate(_TYPES) if t.startswith("text"))
+_TEXT_PARAMS = (*_TEXT_COLUMNS, len(COLUMNS))  # and the documents after the columns
 _PARAMS = 5  # $1 account, $2 folder, $3 emit events, $4 separator, $5 NULL marker; then one per column
-_FOLDER_PARAMS = _PARAMS + len(COLUMNS)
+_DOCUMENTS = _PARAMS + len(COLUMNS) + 1  # then the rows' search documents (see `_columns`)
+_FOLDER_PARAMS = _DOCUMENTS
 
 
 def _source(i: int, sql_type: str) -> str:
@@ -115,17 +121,30 @@ WITH target AS (
                      AND NOT EXISTS (SELECT 1 FROM held h WHERE h.message = up.id)
     UNION ALL
     SELECT $1, $2, 'message_moved', {moved_payload} FROM moved m
+), documents AS (
+    -- the documents built by mailbridge (NULL: left to the server's function; see
+    -- mailbridge.store.search_document)
+    SELECT * FROM unnest(${uid_param}::bigint[], {documents}) AS d(uid, document)
+), agreed AS (
+    -- two of them (the longest) against the server's function: where they differ, the
+    -- function builds every document of the batch
+    SELECT coalesce(bool_and(d.document::tsvector = {checked_document}), true) AS same
+    FROM (SELECT * FROM documents WHERE document IS NOT NULL ORDER BY length(document) DESC LIMIT 2) d
+    JOIN up c USING (uid)
 ), indexed AS (
     -- a new row's search document, written with it (see mailbridge.store.search)
     INSERT INTO message_search (message_id, account_id, document)
-    SELECT id, $1, {document} FROM up WHERE inserted
+    SELECT up.id, $1, CASE WHEN d.document IS NOT NULL AND (SELECT same FROM agreed) THEN d.document::tsvector
+                           ELSE {document} END
+    FROM up LEFT JOIN documents d USING (uid) WHERE up.inserted
     ON CONFLICT (message_id) DO UPDATE SET document = EXCLUDED.document
 ), queued AS (
     -- a changed row's document is rebuilt by the indexer (see mailbridge.store.search)
     INSERT INTO search_pending (message_id) SELECT id FROM up WHERE NOT inserted ON CONFLICT DO NOTHING
 ){folder_cte}
 SELECT count(*) FILTER (WHERE inserted) AS added, count(*) FILTER (WHERE NOT inserted) AS changed,
-       {folder_value} AS folder_value, (SELECT count(*) FROM target) AS folder_found
+       {folder_value} AS folder_value, (SELECT count(*) FROM target) AS folder_found,
+       (SELECT same FROM agreed) AS documents_agreed
 FROM up
 """.format(
     arrays=", ".join(_source(i, t) for i, t in enumerate(_TYPES)),
@@ -133,6 +152,9 @@ FROM up
     columns=", ".join(COLUMNS),
     values=", ".join(f"{c}::text[]" if c in _ARRAY_COLUMNS else c for c in COLUMNS),
     document=document_of("up"),
+    checked_document=document_of("c"),
+    uid_param=_PARAMS + 1,
+    documents=_source(_DOCUMENTS - _PARAMS - 1, "text"),
     folder_cte="{folder_cte}",
     folder_value="{folder_value}",
     moved_payload=MOVED_PAYLOAD,
@@ -246,9 +268,17 @@ def _long_markers(blob: str) -> tuple[str, str]:
     raise AssertionError("a marker longer than the blob is never in it")  # pragma: no cover
 
 
-def _columns(metas: Sequence[MessageMeta]) -> list[Any]:
+def search_documents(metas: Sequence[MessageMeta]) -> list[str | None]:
+    """The search documents `upsert` sends for `metas`: each one's
+    `search_document.document_literal` (None: the statement has the server build it)."""
+    return [document_literal(m.subject, m.from_name, m.from_email, m.to_emails, m.cc_emails) for m in metas]
+
+
+def _columns(metas: Sequence[MessageMeta], documents: list[str | None] | None = None) -> list[Any]:
     """The batch's parameters after the first three: separator, NULL marker, then one per
-    column in COLUMNS order.  Numbers and dates go as arrays; each text column (and each
+    column in COLUMNS order, then the rows' search documents where
+    `search_document.document_literal` builds them (the statement has the server build the
+    others).  Numbers and dates go as arrays; each text column (and each
     array column, as one array literal per row) goes as a single string, its values each
     followed by the separator and NULL as the marker, which `string_to_array` splits in
     the statement: asyncpg's per-element array encoding cost more than the parsing."""
@@ -272,15 +302,16 @@ def _columns(metas: Sequence[MessageMeta]) -> list[Any]:
         [m.email_id or derive_email_id(m.message_id, m.internal_date, m.size_bytes) for m in metas],
         [m.thread_id for m in metas],
         [None if m.labels is None else _flags_literal(m.labels) for m in metas],
+        search_documents(metas) if documents is None else documents,
     ]
-    texts = [columns[i] for i in _TEXT_COLUMNS]
+    texts = [columns[i] for i in _TEXT_PARAMS]
     blob = "".join(["".join(filter(None, values)) for values in texts])
     free = list(islice((c for c in _SEPARATORS if c not in blob), 2))
     if len(free) == 2:
         sep, null = free
     else:  # the values hold nearly every candidate (one hostile header can)
         sep, null = _long_markers(blob.replace("\x00", "") if "\x00" in blob else blob)
-    for i in _TEXT_COLUMNS:
+    for i in _TEXT_PARAMS:
         values = columns[i]
         if None in values:
             values = [null if v is None else v for v in values]
@@ -299,9 +330,12 @@ class EncodedRows:
     params: list[Any]
 
 
-def encode_rows(metas: Sequence[MessageMeta]) -> EncodedRows:
-    """`metas` with their statement parameters, for `upsert`."""
-    return EncodedRows(metas, _columns(metas))
+def encode_rows(metas: Sequence[MessageMeta], documents: list[str | None] | None = None) -> EncodedRows:
+    """`metas` with their statement parameters, for `upsert`; `documents` are their
+    `search_documents` when already built (a caller that spreads that work out)."""
+    if documents is not None and len(documents) != len(metas):
+        raise ValueError(f"{len(documents)} search documents for {len(metas)} messages")
+    return EncodedRows(metas, _columns(metas, documents))
 
 
 def rejected_data(exc: BaseException) -> bool:
@@ -336,8 +370,22 @@ async def upsert(tx: Db, account_id: int, folder_id: int, rows: Sequence[Message
     if not row["folder_found"]:
         raise FolderRemoved(f"folder {folder_id} of account {account_id} was removed (with its account?); "
                             "nothing written")
+    if row["documents_agreed"] is False:
+        _documents_disagree()
     count = row["folder_value"]
     return Written(int(row["added"]), int(row["changed"]), None if count is None else int(count))
+
+
+_warned: list[bool] = []
+
+
+def _documents_disagree() -> None:
+    """Say once per process that the server's search documents differ from ours."""
+    if not _warned:
+        _warned.append(True)
+        log.warning("the search documents mailbridge builds differ from this Postgres server's "
+                    "(is its 'simple' text search configuration altered?); the server builds them instead, "
+                    "at some cost to the speed of initial syncs")
 
 
 async def remove_all(tx: Tx, folder_id: int) -> int:

@@ -37,8 +37,8 @@ from mailbridge.store import messages as message_store
 from mailbridge.store import moves as move_store
 from mailbridge.store.db import Db
 from mailbridge.store.folders import Folder, load_folder, load_folders
-from mailbridge.store.messages import EncodedRows, FolderUpdate, encode_rows
-from mailbridge.sync.fetching import META_ITEMS, META_ITEMS_MODSEQ, FolderReader, RawFetch
+from mailbridge.store.messages import EncodedRows, FolderUpdate, encode_rows, search_documents
+from mailbridge.sync.fetching import META_ITEMS, META_ITEMS_MODSEQ, PARSE_SLICE, FolderReader, RawFetch
 from mailbridge.sync.reconcile import reconcile
 from mailbridge.sync.salvage import write_batch
 
@@ -75,6 +75,16 @@ def batches_per_fetch(uids: int, batch_size: int, fetch_budget: int | None) -> i
         return 1
     batches = -(-uids // batch_size)
     return max(1, min(MAX_UIDS_PER_FETCH // batch_size, -(-batches // fetch_budget)))
+
+
+async def encoded(metas: list[MessageMeta]) -> EncodedRows:
+    """`encode_rows` of `metas`, their search documents built PARSE_SLICE rows at a time
+    between checkpoints (as parsing goes), so the fetch and write beside it keep moving."""
+    documents: list[str | None] = []
+    for start in range(0, len(metas), PARSE_SLICE):
+        documents += search_documents(metas[start:start + PARSE_SLICE])
+        await trio.sleep(0)
+    return encode_rows(metas, documents)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +293,7 @@ class FolderSync:
         batch_size = self.batch_size
 
         async def prepare(_batch: list[int], metas: list[MessageMeta]) -> EncodedRows:
-            return encode_rows(metas)
+            return await encoded(metas)
 
         async def write(batch: list[int], rows: EncodedRows, last: bool) -> tuple[int, int, int]:
             cursor = batch[-1]
@@ -337,7 +347,7 @@ class FolderSync:
             for end in range(len(fetched), 0, -batch_size):
                 batch = fetched[max(0, end - batch_size):end]
                 rows = metas[bisect_left(metas, batch[0], key=_uid):bisect_right(metas, batch[-1], key=_uid)]
-                prepared.append((batch, encode_rows(rows)))
+                prepared.append((batch, await encoded(rows)))
                 await trio.sleep(0)
             return prepared
 
