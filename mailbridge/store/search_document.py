@@ -13,9 +13,10 @@ name, then the addresses whole, split at ``@``, and split into words), when
   `_SEPARATORS`, where ``.`` and ``-`` are only followed by such punctuation or the end
   (so never a host, a file, a number or a hyphenated word), and no run of letters and
   digits starts with digits and ``e`` and a digit (a number in scientific notation);
-- every address is lowercase ``local@domain``, the local part dot-separated labels, the
-  domain dot-separated labels of letters, digits and inner hyphens and a last label of
-  letters, every label starting with a letter;
+- every address is lowercase ``local@domain``: the local part one label of letters and
+  digits or several of two letters or more, dot-separated (``j.doe`` and ``john.doe2``
+  the parser splits); the domain dot-separated labels of letters, digits and inner
+  hyphens and a last one of two letters or more, every label starting with a letter;
 - no token is longer than `MAX_TOKEN` characters, there are at most `MAX_TOKENS` tokens,
   no lexeme occurs more than `MAX_REPEATS` times and the text is at most `MAX_TEXT`
   characters (below Postgres' limits on positions, and the function's 200,000-character
