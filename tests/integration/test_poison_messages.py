@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from mailbridge.aio.db import Database
 from mailbridge.imap.models import MessageMeta
 from mailbridge.store.messages import FolderUpdate
+from mailbridge.store.search import document_of
 from mailbridge.sync.salvage import UNSTORABLE, write_batch
 from mailbridge.testing.imapctl import MailboxClient
 from mailbridge.testing.mailgen import MaildirWriter, corpus, poison_messages
@@ -67,6 +68,13 @@ async def test_poison_messages_among_normal_mail_are_all_mirrored_with_their_def
     assert by_name["date-9999-utc"]["sent_at"] == datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
     assert by_name["every-separator"]["subject"].startswith("\x1f\x1e\x1d\x1c\ue000")
     assert len(by_name["every-separator"]["subject"]) == 4 + 0xF900 - 0xE000
+
+    # every document, whether mailbridge built it or left it to Postgres, is the server's own
+    async with Database.connect(db_dsn) as db:
+        assert await db.fetchval("SELECT count(*) FROM search_pending") == 0
+        assert await db.fetchval(
+            "SELECT count(*) FROM messages m JOIN message_search s ON s.message_id = m.id "
+            f"WHERE s.document = {document_of('m')}") == len(messages)
 
     before = await _counts(db_dsn)
     second = run_cli("sync", "--once", env=env, timeout=300)
