@@ -8,6 +8,7 @@ per batch).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -154,7 +155,7 @@ FROM up
     document=document_of("up"),
     checked_document=document_of("c"),
     uid_param=_PARAMS + 1,
-    documents=_source(_DOCUMENTS - _PARAMS - 1, "text"),
+    documents=_source(len(COLUMNS), "text"),
     folder_cte="{folder_cte}",
     folder_value="{folder_value}",
     moved_payload=MOVED_PAYLOAD,
@@ -376,16 +377,12 @@ async def upsert(tx: Db, account_id: int, folder_id: int, rows: Sequence[Message
     return Written(int(row["added"]), int(row["changed"]), None if count is None else int(count))
 
 
-_warned: list[bool] = []
-
-
+@functools.cache
 def _documents_disagree() -> None:
     """Say once per process that the server's search documents differ from ours."""
-    if not _warned:
-        _warned.append(True)
-        log.warning("the search documents mailbridge builds differ from this Postgres server's "
-                    "(is its 'simple' text search configuration altered?); the server builds them instead, "
-                    "at some cost to the speed of initial syncs")
+    log.warning("the search documents mailbridge builds differ from this Postgres server's "
+                "(is its 'simple' text search configuration altered?); the server builds them instead, "
+                "at some cost to the speed of initial syncs")
 
 
 async def remove_all(tx: Tx, folder_id: int) -> int:

@@ -9,13 +9,13 @@ import logging
 import random
 from dataclasses import replace
 
-from mailbridge.imap.fetch import _message_meta
+from mailbridge.imap.headers import extract_header_fields
 from mailbridge.store import messages as message_store
 from mailbridge.store.messages import _array, encode_rows, search_documents
 from mailbridge.store.search import document_of
 from mailbridge.store.search_document import document_literal
 from mailbridge.testing.mailgen import corpus
-from tests.support.rows import T0, account_with_folder, meta
+from tests.support.rows import account_with_folder, meta
 
 # what the generator draws from: words the parser reads specially, and punctuation both
 # inside and outside what the builder accepts (so its boundaries are exercised)
@@ -59,9 +59,9 @@ def _generated(n: int, seed: int) -> list[tuple]:
 
 def _corpus(n: int) -> list[tuple]:
     rows = []
-    for i, raw in enumerate(corpus(n, seed=3, folder_hint="INBOX")):
+    for raw in corpus(n, seed=3, folder_hint="INBOX"):
         head = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
-        m = _message_meta(i + 1, (), T0, len(raw), None, head, ())
+        m = extract_header_fields(head)
         rows.append((m.subject, m.from_name, m.from_email, m.to_emails, m.cc_emails))
     return rows
 
